@@ -1,0 +1,108 @@
+"""CIFAR-10/100 from the "python version" archives (the files torchvision reads).
+
+Each batch file is a pickle (latin1) with `data` uint8 (N, 3072), channel-major
+(1024 R, 1024 G, 1024 B, each row-major), and `labels` (CIFAR-10) or `fine_labels`
+(CIFAR-100). The train order is data_batch_1..5 concatenated; CIFAR-N and the SLN
+label files index that order. We validate structure (keys, shapes, label ranges),
+not the md5 of extracted files, so a user's own copy and test fixtures load.
+"""
+import os
+import pickle
+
+import numpy as np
+
+from errors import UserError
+
+SPECS = {
+    "cifar10": dict(
+        folder="cifar-10-batches-py", archive="cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"],
+        meta="batches.meta", label_key="labels", num_classes=10,
+        mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010)),
+    "cifar100": dict(
+        folder="cifar-100-python", archive="cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        train=["train"], test=["test"],
+        meta="meta", label_key="fine_labels", num_classes=100,
+        mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761)),
+}
+
+
+def find_cifar_folder(name, root):
+    """The extracted folder: `root/<folder>`, or `root` itself when it is that folder."""
+    folder = SPECS[name]["folder"]
+    for path in (os.path.join(root, folder), root):
+        if os.path.basename(os.path.normpath(path)) == folder and os.path.isdir(path):
+            return path
+    return None
+
+
+def _missing_message(name, root, reason):
+    spec = SPECS[name]
+    return (f"{name} not found: expected the folder {os.path.join(root, spec['folder'])} "
+            f"({reason}). Download {spec['archive']} from {spec['url']} (md5 {spec['md5']}) "
+            f"and extract it under {root}, or point --data_root/--datapath at the folder "
+            f"that holds {spec['folder']}. Offline, use --dataset digits.")
+
+
+def download_cifar(name, root):
+    """Download and extract the archive with torchvision's utility (md5 checked)."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    spec = SPECS[name]
+    os.makedirs(root, exist_ok=True)
+    try:
+        download_and_extract_archive(spec["url"], root, filename=spec["archive"], md5=spec["md5"])
+    except Exception as exc:  # offline, refused, or a bad archive: all end the same way
+        raise UserError(_missing_message(name, root, f"download failed: {exc}")) from None
+
+
+def _read_batch(path, label_key):
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing: the CIFAR folder is incomplete; "
+                        "delete it and extract the archive again") from None
+    except Exception as exc:
+        raise UserError(f"{path} is not a readable CIFAR pickle ({exc}); "
+                        "delete the folder and extract the archive again") from None
+    if not isinstance(entry, dict) or "data" not in entry or label_key not in entry:
+        raise UserError(f"{path} lacks the keys 'data' and {label_key!r}: not a CIFAR "
+                        "python-version batch; extract the archive again")
+    data = np.asarray(entry["data"])
+    labels = np.asarray(entry[label_key], dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise UserError(f"{path}: expected uint8 data of shape (N, 3072) and N labels, got "
+                        f"{data.dtype} {data.shape} and {len(labels)} labels; extract the archive again")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar(name, root, download=True):
+    """Return (train_images, train_labels, test_images, test_labels) as uint8 NCHW / int64."""
+    spec = SPECS[name]
+    folder = find_cifar_folder(name, root)
+    if folder is None:
+        archive = os.path.join(root, spec["archive"])
+        if not download and not os.path.exists(archive):
+            raise UserError(_missing_message(name, root, "folder missing"))
+        download_cifar(name, root)
+        folder = find_cifar_folder(name, root)
+        if folder is None:
+            raise UserError(_missing_message(name, root, "the archive did not contain it"))
+    if not os.path.exists(os.path.join(folder, spec["meta"])):
+        raise UserError(f"{os.path.join(folder, spec['meta'])} is missing: the CIFAR folder is "
+                        "incomplete; delete it and extract the archive again")
+    parts = {}
+    for split in ("train", "test"):
+        batches = [_read_batch(os.path.join(folder, f), spec["label_key"]) for f in spec[split]]
+        images = np.concatenate([b[0] for b in batches])
+        labels = np.concatenate([b[1] for b in batches])
+        if labels.min() < 0 or labels.max() >= spec["num_classes"]:
+            raise UserError(f"{folder}: {split} labels outside 0..{spec['num_classes'] - 1}; "
+                            f"is this really {name}?")
+        parts[split] = (images, labels)
+    return (*parts["train"], *parts["test"])

@@ -1,0 +1,43 @@
+"""The losses of the two papers, one formula per function.
+
+Notation: z the logits of one sample, p = softmax(z), y its (noisy) label, K the
+number of classes. Every loss is averaged over the batch and computed in fp32
+whatever the autocast precision of the model.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def soft_cross_entropy(logits, targets):
+    """Cross-entropy against arbitrary targets: -mean_i sum_k t_ik * log p_ik.
+
+    The targets need not lie on the simplex (negative smoothing, SLN noise), so
+    this is not F.cross_entropy with probabilities, whose semantics assume they do.
+    """
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def gls_targets(labels, num_classes, smooth_rate):
+    """Generalized label smoothing target: t = (1 - r) * onehot(y) + r / K.
+
+    r > 0 is positive smoothing, r < 0 negative smoothing (t leaves the simplex),
+    r = 0 is the one-hot target.
+    """
+    onehot = F.one_hot(labels, num_classes).float()
+    return (1.0 - smooth_rate) * onehot + smooth_rate / num_classes
+
+
+def gls_loss(logits, labels, smooth_rate, wa=0.0, wb=1.0):
+    """wa * CE + wb * GLS, the loss of Wei et al. (ICML 2022).
+
+    CE  = -log p_y
+    GLS = (1 - r) * (-log p_y) + r * mean_k(-log p_k)      (mean over all K classes)
+        = cross-entropy against gls_targets(y, K, r).
+    For r < 0 the loss is unbounded below. Do not replace this with
+    F.cross_entropy(label_smoothing=r): it equals GLS for 0 <= r <= 1 only.
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    nll = -log_p.gather(1, labels[:, None]).squeeze(1)
+    uniform = -log_p.mean(dim=1)
+    gls = (1.0 - smooth_rate) * nll + smooth_rate * uniform
+    return (wa * nll + wb * gls).mean()

@@ -1,0 +1,28 @@
+"""CE warm-up of the GLS paper (Wei et al., ICML 2022).
+
+Trains with plain cross-entropy on the noisy labels; main_GLS_load.py then starts
+GLS from this run's best (or last) checkpoint. Negative smoothing is unbounded
+below and can diverge from scratch; from a warm-up it does not.
+
+Released protocol (PROTOCOL §5): ResNet-34, 120 epochs, lr 0.1 / 0.01 / 0.001
+changing at 1/3 and 2/3 of training, SGD without momentum or weight decay,
+batch 128 (test 64), loss wa=1 (CE), wb=0.
+
+    python3 main_warmup.py --noise_type symmetric --noise_rate 0.2
+"""
+from methods import GLS
+from utils.cli import gls_parser, run_main, validate_gls
+from utils.engine import run
+
+DEFAULTS = dict(n_epoch=120, lr=0.1, lr_milestones=[1 / 3, 2 / 3], momentum=0.0, nesterov=False,
+                weight_decay=0.0, batch_size=128, test_batch_size=64, wa=1.0, wb=0.0)
+
+
+def main(argv=None):
+    cfg = gls_parser(__doc__, DEFAULTS).parse_args(argv)
+    validate_gls(cfg)
+    return run(cfg, "main_warmup", GLS(cfg.smooth_rate, cfg.wa, cfg.wb))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,23 @@
+"""Model registry: build_model(name, num_classes, in_channels, width=None).
+
+`width` is the first stage's channel count (64 for the ResNets, 32 for WRN-28-2);
+None keeps the papers' width. Smaller widths are for CPU tests and the demo.
+"""
+from .preact_resnet import preact_resnet18
+from .resnet import resnet18, resnet34
+from .wrn import wrn28_2
+
+MODELS = {
+    "resnet": resnet34,  # the GLS release's default `--model resnet` is ResNet-34
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "preact_resnet18": preact_resnet18,
+    "wrn28_2": wrn28_2,
+}
+
+
+def build_model(name, num_classes, in_channels=3, width=None):
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    kwargs = {} if width is None else {"width": width}
+    return MODELS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)

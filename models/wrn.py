@@ -1,0 +1,54 @@
+"""Wide ResNet 28-2 (Zagoruyko & Komodakis 2016), the network of the SLN paper.
+
+3x3 stem conv 3->16; three stages of 4 pre-activation blocks with widths
+w, 2w, 4w (w = 32, i.e. 16 * widen factor 2) and strides 1/2/2; a 1x1 shortcut conv
+when the shape changes; final BN, ReLU, global average pool, linear. No dropout.
+About 1.47M parameters for 10 classes.
+"""
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class WideBlock(nn.Module):
+    def __init__(self, in_planes, planes, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv2(F.relu(self.bn2(self.conv1(out))))
+        return out + shortcut
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth=28, num_classes=10, in_channels=3, width=32):
+        super().__init__()
+        n = (depth - 4) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        stages, in_planes = [], 16
+        for i in range(3):
+            planes, stride = width * 2 ** i, 1 if i == 0 else 2
+            blocks = []
+            for s in [stride] + [1] * (n - 1):
+                blocks.append(WideBlock(in_planes, planes, s))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.layers = nn.Sequential(*stages)
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.linear = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn(self.layers(self.conv1(x))))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def wrn28_2(num_classes=10, in_channels=3, width=32):
+    return WideResNet(28, num_classes, in_channels, width)
