@@ -302,7 +302,8 @@ def run(cfg, script, method, init_from=None):
                 method.start_epoch(epoch, ctx)
                 train_loader.set_epoch(epoch)
                 model.train()
-                totals = torch.zeros(3, device=device)  # loss sum, correct, count
+                totals = torch.zeros(2, device=device)  # loss sum, correct: read once per epoch
+                count = 0
                 bad_step = torch.full((), -1, dtype=torch.int64, device=device)
                 batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.n_epoch}",
                                leave=False, disable=None)
@@ -313,15 +314,15 @@ def run(cfg, script, method, init_from=None):
                     with torch.no_grad():
                         ok = torch.isfinite(loss) & (loss.abs() <= bound)
                         bad_step = torch.where((bad_step < 0) & ~ok, step, bad_step)
-                        totals += torch.stack([loss * len(y), (logits.argmax(1) == y).sum().float(),
-                                               torch.tensor(float(len(y)), device=device)])
+                        totals += torch.stack([loss * len(y), (logits.argmax(1) == y).sum().float()])
+                    count += len(y)
                     if (step + 1) % cfg.print_freq == 0 and bad_step.item() >= 0:
                         raise Diverged(epoch + 1, bad_step.item())
                 if guard.signum is not None:
                     break
                 if bad_step.item() >= 0:
                     raise Diverged(epoch + 1, bad_step.item())
-                loss_sum, correct, count = totals.tolist()
+                loss_sum, correct = totals.tolist()
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / count,
                        "train_acc": 100.0 * correct / count, **evaluate_all()}
                 row["epoch_time_s"] = round(time.time() - started, 3)
