@@ -1,0 +1,87 @@
+"""Shared test helpers: fixture writers in the exact real formats, script runners."""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
+# The smallest model that still learns digits: keeps every end-to-end test fast.
+TINY = ["--dataset", "digits", "--model", "resnet18", "--width", "8", "--device", "cpu"]
+
+
+def shared_file(*parts):
+    """A real label file from ../shared/data, or skip the test saying why."""
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"{path} absent: the shared real-data folder is not beside this checkout")
+    return path
+
+
+def write_fake_cifar(root, name="cifar10", n_train=100, n_test=50, labels=None, seed=0):
+    """Write a CIFAR folder exactly as the python-version archive extracts it.
+
+    Pickles (protocol 2, latin1-readable) with `data` uint8 (N, 3072) channel-major and
+    `labels` (CIFAR-10, five train batches) or `fine_labels`/`coarse_labels` (CIFAR-100).
+    Returns (train_images NCHW, train_labels) as written.
+    """
+    rng = np.random.default_rng(seed)
+    k = 10 if name == "cifar10" else 100
+    train_x = rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8)
+    train_y = rng.integers(0, k, n_train) if labels is None else np.asarray(labels)
+    test_x = rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)
+    test_y = rng.integers(0, k, n_test)
+
+    def dump(path, x, y, extra):
+        entry = {"data": x.reshape(len(x), 3072), "filenames": [f"img_{i}.png" for i in range(len(x))],
+                 **extra(list(map(int, y)))}
+        with open(path, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+
+    if name == "cifar10":
+        folder = os.path.join(root, "cifar-10-batches-py")
+        os.makedirs(folder, exist_ok=True)
+        for i, part in enumerate(np.array_split(np.arange(n_train), 5)):
+            dump(os.path.join(folder, f"data_batch_{i + 1}"), train_x[part], train_y[part],
+                 lambda y: {"labels": y, "batch_label": f"training batch {i + 1} of 5"})
+        dump(os.path.join(folder, "test_batch"), test_x, test_y, lambda y: {"labels": y})
+        meta = {"label_names": [f"class{c}" for c in range(10)], "num_cases_per_batch": 10000, "num_vis": 3072}
+        with open(os.path.join(folder, "batches.meta"), "wb") as f:
+            pickle.dump(meta, f, protocol=2)
+    else:
+        folder = os.path.join(root, "cifar-100-python")
+        os.makedirs(folder, exist_ok=True)
+        labels100 = lambda y: {"fine_labels": y, "coarse_labels": [c // 5 for c in y]}
+        dump(os.path.join(folder, "train"), train_x, train_y, labels100)
+        dump(os.path.join(folder, "test"), test_x, test_y, labels100)
+        meta = {"fine_label_names": [f"f{c}" for c in range(100)], "coarse_label_names": [f"c{c}" for c in range(20)]}
+        with open(os.path.join(folder, "meta"), "wb") as f:
+            pickle.dump(meta, f, protocol=2)
+    return train_x, train_y
+
+
+def run_in_process(module, argv):
+    """Run a script's main(argv) in this process; returns its exit code."""
+    import importlib
+    return importlib.import_module(module).main(argv)
+
+
+def run_cli(script, *args, timeout=300):
+    """Run a script as users do; returns the CompletedProcess (stdout, stderr, returncode)."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def read_json(path):
+    import json
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_csv(path):
+    import csv
+    with open(path) as f:
+        return list(csv.DictReader(f))
