@@ -3,6 +3,8 @@
 `width` is the first stage's channel count (64 for the ResNets, 32 for WRN-28-2);
 None keeps the papers' width. Smaller widths are for CPU tests and the demo.
 """
+from errors import UserError
+
 from .preact_resnet import preact_resnet18
 from .resnet import resnet18, resnet34
 from .wrn import wrn28_2
@@ -18,6 +20,6 @@ MODELS = {
 
 def build_model(name, num_classes, in_channels=3, width=None):
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
     kwargs = {} if width is None else {"width": width}
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
