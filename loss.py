@@ -41,3 +41,37 @@ def gls_loss(logits, labels, smooth_rate, wa=0.0, wb=1.0):
     uniform = -log_p.mean(dim=1)
     gls = (1.0 - smooth_rate) * nll + smooth_rate * uniform
     return (wa * nll + wb * gls).mean()
+
+
+def sln_targets(labels, num_classes, sigma, generator=None):
+    """Stochastic label noise target (Chen et al., ICLR 2021): t = onehot(y) + sigma * eps,
+    eps ~ N(0, 1) drawn afresh per sample, per class and per call.
+
+    Not clipped or renormalised: t leaves the simplex, and its cross-entropy
+    (soft_cross_entropy) is CE(y) + sigma * noise whose gradient perturbs the logits.
+    sigma = 0 is the exact one-hot target (plain CE).
+    """
+    onehot = F.one_hot(labels, num_classes).float()
+    if sigma == 0:
+        return onehot
+    noise = torch.randn(onehot.shape, generator=generator, device=onehot.device)
+    return onehot + sigma * noise
+
+
+def corrected_targets(logits, labels, soft=False):
+    """SLN label correction over the whole training set (Chen et al., ICLR 2021):
+
+        t_i = l_i * onehot(y_i) + (1 - l_i) * p_i
+        l_i = (CE_i - min_j CE_j) / (max_j CE_j - min_j CE_j),   CE_i = -log softmax(z_i)_{y_i}
+
+    z the (momentum) model's logits of every training sample, y the noisy labels,
+    p_i = onehot(argmax z_i) (hard, CIFAR) or softmax(z_i) (soft, Clothing1M). A sample
+    the model finds hard to fit keeps its label; an easy one takes the prediction.
+    If all losses are equal, l = 0 (the prediction).
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    ce = -log_p.gather(1, labels[:, None]).squeeze(1)
+    l = ((ce - ce.min()) / (ce.max() - ce.min()).clamp_min(1e-12))[:, None]
+    num_classes = logits.shape[1]
+    p = log_p.exp() if soft else F.one_hot(log_p.argmax(1), num_classes).float()
+    return l * F.one_hot(labels, num_classes).float() + (1.0 - l) * p

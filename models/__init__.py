@@ -2,11 +2,15 @@
 
 `width` is the first stage's channel count (64 for the ResNets, 32 for WRN-28-2);
 None keeps the papers' width. Smaller widths are for CPU tests and the demo.
+Models in PRETRAINED start from ImageNet weights unless pretrained=False
+(pretrained_path: a local weights file instead of the download); the others
+always start from random weights.
 """
 from errors import UserError
 
 from .preact_resnet import preact_resnet18
 from .resnet import resnet18, resnet34
+from .resnet50 import resnet50
 from .wrn import wrn28_2
 
 MODELS = {
@@ -15,11 +19,15 @@ MODELS = {
     "resnet34": resnet34,
     "preact_resnet18": preact_resnet18,
     "wrn28_2": wrn28_2,
+    "resnet50": resnet50,  # torchvision's, ImageNet-pretrained: Clothing1M
 }
+PRETRAINED = ("resnet50",)
 
 
-def build_model(name, num_classes, in_channels=3, width=None):
+def build_model(name, num_classes, in_channels=3, width=None, pretrained=False, pretrained_path=None):
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
     kwargs = {} if width is None else {"width": width}
+    if name in PRETRAINED:
+        kwargs.update(pretrained=pretrained, pretrained_path=pretrained_path)
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)

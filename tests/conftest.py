@@ -1,11 +1,14 @@
 """Shared test helpers: fixture writers in the exact real formats, script runners."""
 import os
 import pickle
+import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from methods import SLN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -85,3 +88,29 @@ def read_csv(path):
     import csv
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def one_thread():
+    """Two threads on a shared 2-core machine run small models many times slower.
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class InterruptedSLN(SLN):
+    """methods.SLN that receives SIGINT as epoch `stop` starts, as a user's Ctrl-C would:
+    the engine stops after the previous epoch, and --resume must continue exactly."""
+
+    def __init__(self, *args, stop, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop = stop
+
+    def start_epoch(self, epoch, ctx):
+        super().start_epoch(epoch, ctx)
+        if epoch == self.stop:
+            signal.raise_signal(signal.SIGINT)

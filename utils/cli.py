@@ -11,6 +11,9 @@ import json
 import os
 import sys
 
+import torch
+
+from data import check_noise_fits, dataset_num_classes
 from data.noise import canonical_noise_type
 from errors import UserError
 from models import MODELS
@@ -29,6 +32,9 @@ def add_engine_flags(p, d):
     g.add_argument("--seed", type=int, default=d.get("seed", 0), help="training seed (init, order, augmentation)")
     g.add_argument("--noise_seed", type=int, default=0,
                    help="seed of the synthetic noisy labels, independent of --seed")
+    g.add_argument("--noise_file", default=None, metavar="PATH",
+                   help="read the noisy labels from a label,label_noisy CSV (the SLN release's "
+                        "format; its clean column must equal the data set's labels)")
     g.add_argument("--test_batch_size", type=int, default=d.get("test_batch_size", 128))
     g.add_argument("--lr_milestones", type=float, nargs="*", default=d["lr_milestones"],
                    help="epochs where the lr is multiplied by --lr_gamma, as fractions of the epoch count")
@@ -54,6 +60,20 @@ def add_engine_flags(p, d):
                    help="replace a run folder that already holds results (they are deleted)")
     g.add_argument("--print_run_dir", action="store_true",
                    help="print the run folder these flags map to, and exit")
+    r = p.add_argument_group("real-noise data: CIFAR-N, Clothing1M")
+    r.add_argument("--noise_path", default=None, metavar="PATH",
+                   help="CIFAR-N label file for the human noise types (default: "
+                        "<data root>/CIFAR-10_human.pt or CIFAR-100_human.pt; downloaded when missing)")
+    r.add_argument("--num_per_class", type=int, default=d.get("num_per_class", 18976),
+                   help="Clothing1M: noisy train images per class in each epoch's balanced subset")
+    r.add_argument("--image_size", type=int, default=224,
+                   help="Clothing1M: crop size (resize to size * 256/224 first); small for CPU tests")
+    r.add_argument("--num_workers", type=int, default=d.get("num_workers", 4),
+                   help="DataLoader workers decoding JPEGs (Clothing1M); CIFAR needs none")
+    r.add_argument("--pretrained_path", default=None, metavar="PATH",
+                   help="resnet50: ImageNet weights from this file instead of torchvision's download")
+    r.add_argument("--no_pretrained", action="store_true",
+                   help="resnet50: start from random weights instead of ImageNet's")
     return g
 
 
@@ -65,19 +85,21 @@ def gls_parser(doc, d):
     g.add_argument("--loss", default="gls", help=f"{NO_OP}: --wa/--wb/--smooth_rate set the loss")
     g.add_argument("--result_dir", default="results", help="where run folders go")
     g.add_argument("--noise_rate", type=float, default=0.2)
-    g.add_argument("--noise_type", default="symmetric",
-                   help="clean, symmetric (sym), pairflip, asym")
-    g.add_argument("--dataset", default="cifar10", help="cifar10, cifar100, digits")
+    g.add_argument("--noise_type", default=None,
+                   help="clean, symmetric (sym), pairflip, asym, dependent, instance, openset; "
+                        "CIFAR-N: aggre, worst, rand1, rand2, rand3, noisy100, clean100 and their "
+                        "synthetic twins <type>_twin; real (Clothing1M). Default: symmetric, "
+                        "real on clothing1m")
+    g.add_argument("--dataset", default="cifar10", help="cifar10, cifar100, clothing1m, digits")
     g.add_argument("--n_epoch", type=int, default=d["n_epoch"])
     g.add_argument("--wa", type=float, default=d["wa"], help="weight of plain CE")
     g.add_argument("--wb", type=float, default=d["wb"], help="weight of GLS")
     g.add_argument("--smooth_rate", type=float, default=0.1, help="r: > 0 PLS, < 0 NLS, 0 CE")
-    g.add_argument("--num_workers", type=int, default=4,
-                   help="DataLoader workers where one is used (Clothing1M); CIFAR needs none")
     g.add_argument("--top_bn", action="store_true", help=NO_OP)
     g.add_argument("--ideal", action="store_true", help=NO_OP)
     g = p.add_argument_group("data")
-    g.add_argument("--data_root", default="./data", help="folder holding the data set")
+    g.add_argument("--data_root", default="./data",
+                   help="folder holding the data set (Clothing1M: images/ and the annotation files)")
     g.add_argument("--batch_size", type=int, default=d["batch_size"])
     add_engine_flags(p, d)
     return p
@@ -85,6 +107,8 @@ def gls_parser(doc, d):
 
 def validate(cfg):
     """Range checks of the shared flags; a UserError names the value and the valid range."""
+    if cfg.noise_type is None:  # the GLS scripts: symmetric as released, real on Clothing1M
+        cfg.noise_type = "real" if cfg.dataset == "clothing1m" else "symmetric"
     checks = [
         (0.0 <= cfg.noise_rate < 1.0, f"--noise_rate {cfg.noise_rate} is outside [0, 1)"),
         (cfg.n_epoch >= 1, f"--n_epoch/--epochs {cfg.n_epoch} must be at least 1"),
@@ -99,10 +123,20 @@ def validate(cfg):
         (not cfg.nesterov or cfg.momentum > 0, "--nesterov needs --momentum > 0"),
         (cfg.print_freq >= 1 and cfg.ckpt_every >= 1, "--print_freq and --ckpt_every must be >= 1"),
         (not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other"),
+        (cfg.noise_file is None or os.path.isfile(cfg.noise_file),
+         f"--noise_file {cfg.noise_file}: no such file"),
+        (cfg.num_per_class >= 1, f"--num_per_class {cfg.num_per_class} must be at least 1"),
+        (cfg.image_size >= 8, f"--image_size {cfg.image_size} must be at least 8"),
+        (cfg.num_workers >= 0, f"--num_workers {cfg.num_workers} must be >= 0"),
+        (not (cfg.no_pretrained and cfg.pretrained_path),
+         "--no_pretrained and --pretrained_path exclude each other"),
+        (cfg.pretrained_path is None or os.path.isfile(cfg.pretrained_path),
+         f"--pretrained_path {cfg.pretrained_path}: no such file"),
     ]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    check_noise_fits(cfg.dataset, cfg.noise_type, cfg.noise_file)
 
 
 def validate_gls(cfg):
@@ -110,6 +144,65 @@ def validate_gls(cfg):
     if cfg.smooth_rate > 1.0:
         raise UserError(f"--smooth_rate {cfg.smooth_rate} is above 1: the target's true-class "
                         "weight 1 - r would be negative; use r <= 1 (negative r is NLS)")
+
+
+def sln_parser(doc, d):
+    """The flags of the released SLN scripts (PROTOCOL §5) plus the engine's.
+
+    The released names map onto the engine's with dest=: --epochs -> n_epoch,
+    --noise_mode -> noise_type, --datapath -> data_root.
+    """
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("released flags")
+    g.add_argument("--dataset", default=d["dataset"], help="cifar10, cifar100, clothing1m, digits")
+    g.add_argument("--num_class", type=int, default=d["num_class"],
+                   help="class count; must match --dataset")
+    g.add_argument("--datapath", dest="data_root", default=d["datapath"],
+                   help="folder holding the data set (and the release's label_noisy/ files)")
+    g.add_argument("--batch_size", type=int, default=d["batch_size"])
+    g.add_argument("--epochs", dest="n_epoch", type=int, default=d["n_epoch"])
+    g.add_argument("--lr", type=float, default=d["lr"], help="first lr of the plan")
+    g.add_argument("--noise_mode", dest="noise_type", default=d["noise_mode"],
+                   help="sym, asym, dependent, openset; also clean, symmetric, pairflip, instance; "
+                        "CIFAR-N: aggre, worst, rand1, rand2, rand3, noisy100, clean100 and their "
+                        "synthetic twins <type>_twin; real (Clothing1M)")
+    g.add_argument("--noise_rate", type=float, default=d["noise_rate"])
+    g.add_argument("--sigma", type=float, default=d["sigma"],
+                   help="std of the stochastic label noise (0: none)")
+    g.add_argument("--correction", type=int, default=d["correction"],
+                   help="label correction after this many epochs; -1 or any value outside "
+                        "1..epochs-1: never")
+    g.add_argument("--gpu_id", type=int, default=0,
+                   help="CUDA device index, used when CUDA is present and --device is auto")
+    g = p.add_argument_group("added")
+    g.add_argument("--result_dir", default="results", help="where run folders go")
+    g.add_argument("--ema_decay", type=float, default=d["ema_decay"],
+                   help="decay of the momentum model (SLN-MO); 0: no momentum model (plain SLN)")
+    add_engine_flags(p, d)
+    return p
+
+
+def validate_sln(cfg):
+    """validate() plus the SLN flags. --gpu_id becomes --device cuda:N when --device is
+    auto and CUDA is present (an explicit --device wins)."""
+    validate(cfg)
+    num_classes = dataset_num_classes(cfg.dataset)
+    checks = [
+        (cfg.num_class == num_classes, f"--num_class {cfg.num_class} does not match {cfg.dataset}, "
+                                       f"which has {num_classes} classes: pass --num_class {num_classes}"),
+        (cfg.sigma >= 0, f"--sigma {cfg.sigma} must be >= 0"),
+        (0.0 <= cfg.ema_decay < 1.0,
+         f"--ema_decay {cfg.ema_decay} is outside [0, 1); 0 means no momentum model"),
+        (cfg.gpu_id >= 0, f"--gpu_id {cfg.gpu_id} must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    if cfg.device == "auto" and torch.cuda.is_available():
+        if cfg.gpu_id >= torch.cuda.device_count():
+            raise UserError(f"--gpu_id {cfg.gpu_id}: only {torch.cuda.device_count()} CUDA "
+                            "device(s) visible")
+        cfg.device = f"cuda:{cfg.gpu_id}"
 
 
 def find_warmup_checkpoint(cfg, which="best"):

@@ -4,7 +4,8 @@ run(cfg, script, method) takes a run from flags to results: data and noisy label
 model, optimiser and lr plan, the epoch loop, evaluation, checkpoints, metrics and
 summary (utils/results.py), resume, divergence and interruption.
 
-Speed rules of the loop: data come from a DeviceLoader already on the device; the
+Speed rules of the loop: data come from a DeviceLoader already on the device (on
+Clothing1M from worker processes decoding JPEGs, data/clothing1m.py); the
 step never copies to the host (metrics accumulate in device tensors and are read
 once per epoch; the divergence flag is read every --print_freq steps); bf16
 autocast and channels-last on CUDA.
@@ -22,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from data import hold_out_validation, prepare_data
-from data.noise import actual_noise_rate, transition_matrix
+from data.noise import transition_matrix
 from errors import UserError
 from models import build_model
 
@@ -65,6 +66,20 @@ def autocast_for(device, precision):
     if precision == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+def speed_settings(device, precision):
+    """The GPU path, shared with bench/throughput.py: (precision, autocast, channels_last).
+
+    On CUDA: bf16 autocast unless --precision fp32, channels-last tensors (the layout of
+    the tensor-core convolution kernels, so cuDNN inserts no transposes) and cuDNN
+    autotuning (the batch shape never changes, so the search is paid once). The CPU
+    keeps fp32 and the default layout.
+    """
+    precision = resolve_precision(precision, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return precision, autocast_for(device, precision), device.type == "cuda"
 
 
 def lr_at(epoch, base_lr, milestones, gamma, n_epoch):
@@ -166,6 +181,20 @@ def evaluate(model, loader, autocast):
 
 # ---------------------------------------------------------------- the run
 
+def noise_report(data, noisy):
+    """noise.json: actual noise rate and empirical transition matrix of the labels, both
+    None where the clean train labels are unknown (Clothing1M). Open-set noise keeps the
+    labels and replaces images: the replaced fraction counts as noise."""
+    if data.train_labels is None:
+        return {"actual_noise_rate": None, "transition_matrix": None}
+    wrong = np.asarray(data.train_labels) != np.asarray(noisy)
+    report = {"transition_matrix": transition_matrix(data.train_labels, noisy, data.num_classes).tolist()}
+    if "open_set_index" in data.noise_arrays:
+        wrong[data.noise_arrays["open_set_index"]] = True
+        report["open_set_fraction"] = len(data.noise_arrays["open_set_index"]) / len(wrong)
+    return {"actual_noise_rate": float(wrong.mean()), **report}
+
+
 def load_init_weights(model, path, cfg, noisy):
     """Start from another run's checkpoint (the warm-up), checking it fits this run."""
     ckpt = load_checkpoint(path)
@@ -213,14 +242,20 @@ def run(cfg, script, method, init_from=None):
         return 0
 
     device = pick_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    autocast = autocast_for(device, precision)
-    channels_last = device.type == "cuda"
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    precision, autocast, channels_last = speed_settings(device, cfg.precision)
     seed_everything(cfg.seed)
 
     data, noisy = prepare_data(cfg)
+    model = build_model(cfg.model, data.num_classes, data.in_channels, cfg.width,
+                        pretrained=not getattr(cfg, "no_pretrained", False),
+                        pretrained_path=getattr(cfg, "pretrained_path", None)).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if init_from:
+        load_init_weights(model, init_from, cfg, noisy)
+    # Only now, with flags, data and warm-up checked, does the run touch its folder.
+    folder.create()
+    noise = noise_report(data, noisy)
     if cfg.resume:
         check_resume_config(folder.read_json("config.json"), config, path)
         if not np.array_equal(np.load(folder.file("noisy_labels.npy")), noisy):
@@ -228,21 +263,15 @@ def run(cfg, script, method, init_from=None):
     else:
         folder.write_json("config.json", config)
         folder.save_npy("noisy_labels.npy", noisy)
-        folder.write_json("noise.json", {
-            "actual_noise_rate": actual_noise_rate(data.train_labels, noisy),
-            "transition_matrix": transition_matrix(data.train_labels, noisy, data.num_classes).tolist()})
-    noise_rate = actual_noise_rate(data.train_labels, noisy)
-    all_noisy = noisy
+        folder.write_json("noise.json", noise)
+        for name, array in data.noise_arrays.items():  # noise beyond labels, e.g. open-set images
+            folder.save_npy(f"{name}.npy", array)
+    noise_rate = noise["actual_noise_rate"]
     if getattr(cfg, "val_fraction", 0.0):
         noisy, val_index = hold_out_validation(data, noisy, cfg.val_fraction, cfg.noise_seed)
         if not cfg.resume:
             folder.save_npy("val_index.npy", val_index)
 
-    model = build_model(cfg.model, data.num_classes, data.in_channels, cfg.width).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if init_from:
-        load_init_weights(model, init_from, cfg, all_noisy)
     forward = torch.compile(model) if getattr(cfg, "compile", False) else model
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
@@ -250,7 +279,7 @@ def run(cfg, script, method, init_from=None):
     noisy_t = torch.as_tensor(noisy, device=device)
     train_loader = data.train_loader(noisy_t, cfg.batch_size, device, cfg.seed, channels_last)
     eval_splits = {"test": data.eval_loader("test", cfg.test_batch_size, device, channels_last)}
-    if data.val_images is not None:
+    if data.has_val:
         eval_splits["val"] = data.eval_loader("val", cfg.test_batch_size, device, channels_last)
     ctx = TrainContext(cfg, device, model, data.num_classes, noisy_t,
                        data.eval_loader("train", cfg.test_batch_size, device, channels_last,
@@ -299,8 +328,10 @@ def run(cfg, script, method, init_from=None):
                 lr = lr_at(epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                method.start_epoch(epoch, ctx)
+                # set_epoch first: on Clothing1M it picks the epoch's subset, which label
+                # correction (start_epoch) predicts over.
                 train_loader.set_epoch(epoch)
+                method.start_epoch(epoch, ctx)
                 model.train()
                 totals = torch.zeros(2, device=device)  # loss sum, correct: read once per epoch
                 count = 0
@@ -356,14 +387,17 @@ def run(cfg, script, method, init_from=None):
 
 def save_epoch(folder, cfg, model, optimizer, method, state, config):
     """metrics.csv every epoch; last.pt every --ckpt_every epochs and at the end;
-    best.pt when the test accuracy improves."""
+    best.pt when the selection accuracy improves: validation accuracy where the run has
+    a validation split, else test accuracy (the papers' choice)."""
     rows = state["rows"]
     columns = list(rows[0].keys())
     folder.write_csv("metrics.csv", rows, columns)
     row = rows[-1]
-    if all(row["test_acc"] > r["test_acc"] for r in rows[:-1]):
+    key = "val_acc" if "val_acc" in row else "test_acc"
+    if all(row[key] > r[key] for r in rows[:-1]):
         folder.save_checkpoint("best.pt", {"model": model.state_dict(), "epoch": row["epoch"],
-                                           "test_acc": row["test_acc"], "config": config})
+                                           "test_acc": row["test_acc"], "selected_by": key,
+                                           "config": config})
     if state["epoch"] % max(cfg.ckpt_every, 1) == 0 or state["epoch"] == cfg.n_epoch:
         folder.save_checkpoint("last.pt", {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),

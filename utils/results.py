@@ -1,6 +1,6 @@
 """The results contract: one folder per run, every file written atomically.
 
-<result_dir>/<script>/<dataset>-<noise><rate>-<model>-<tag>-seed<seed>-<hash>/
+<result_dir>/<script>/<dataset>-<noise>[<rate>]-<model>-<tag>-seed<seed>-<hash>/
     config.json        every argument of the run
     noisy_labels.npy   the noisy train labels (train order of the data set)
     noise.json         actual noise rate and empirical transition matrix
@@ -19,6 +19,7 @@ import shutil
 
 import torch
 
+from data import RATE_FREE_NOISE
 from errors import UserError
 
 # Arguments that cannot change a run's result: left out of its name.
@@ -29,8 +30,10 @@ BOOKKEEPING = {"result_dir", "resume", "overwrite", "print_freq", "num_workers",
 def run_name(cfg, tag):
     relevant = {k: v for k, v in sorted(cfg.items()) if k not in BOOKKEEPING}
     digest = hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
-    return (f"{cfg['dataset']}-{cfg['noise_type']}{cfg['noise_rate']:g}-{cfg['model']}-{tag}"
-            f"-seed{cfg['seed']}-{digest}")
+    noise = cfg["noise_type"]
+    if noise not in RATE_FREE_NOISE:
+        noise += f"{cfg['noise_rate']:g}"
+    return f"{cfg['dataset']}-{noise}-{cfg['model']}-{tag}-seed{cfg['seed']}-{digest}"
 
 
 def run_dir(cfg, script, tag):
@@ -57,6 +60,12 @@ def atomic_write_bytes(path, data):
 class RunFolder:
     def __init__(self, path):
         self.path = path
+
+    def create(self):
+        """Make the folder; with --overwrite, delete what it held first."""
+        if getattr(self, "replace_existing", False):
+            shutil.rmtree(self.path)
+        os.makedirs(self.path, exist_ok=True)
 
     def file(self, name):
         return os.path.join(self.path, name)
@@ -115,17 +124,20 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def open_run_folder(path, resume, overwrite):
-    """Create or reopen a run folder, refusing anything that would lose results."""
+    """Check what starting a run in `path` would do, refusing anything that loses results.
+
+    Changes nothing on disk: call RunFolder.create() once the run's input has been
+    validated, so a bad invocation neither leaves a folder behind nor deletes one.
+    """
     folder = RunFolder(path)
+    folder.replace_existing = False
     if not os.path.isdir(path) or not os.listdir(path):
         if resume:
             raise UserError(f"--resume given but {path} holds no run: drop --resume to start it")
-        os.makedirs(path, exist_ok=True)
         return folder
     status = folder.status()
     if overwrite:
-        shutil.rmtree(path)
-        os.makedirs(path)
+        folder.replace_existing = True
         return folder
     if status == "finished":
         if resume:

@@ -1,0 +1,294 @@
+"""Clothing1M (Xiao et al., CVPR 2015): 14 clothing classes, ~1M web images with noisy labels.
+
+Under --datapath (--data_root in the GLS scripts): the images as images/<d>/<dd>/<name>.jpg,
+and the annotations, in the folder itself or in annotations/, in either format:
+  - released: noisy_label_kv.txt and clean_label_kv.txt (`images/... <label>` per line) with
+    the key lists noisy_train_key_list.txt, clean_val_key_list.txt, clean_test_key_list.txt;
+  - merged `path label` lists: noisy_train.txt, clean_val.txt, clean_test.txt.
+The noisy train set has no clean labels; val and test are clean (14,313 and 10,526).
+
+PROTOCOL §2: each epoch trains on a fresh class-balanced random subset of the noisy
+train set (--num_per_class per noisy class); train transform resize 256, random crop
+224, flip; test resize 256, centre crop 224; Clothing1M's mean/std. --image_size s
+scales both (resize round(s * 256 / 224), crop s) for small CPU runs.
+
+JPEG decoding is the cost, so images are decoded in DataLoader worker processes and
+travel as uint8; normalisation runs on the training device. Every random choice of an
+epoch (subset, order, each image's crop and flip) is a pure function of (seed, epoch),
+independent of the worker count, so a resumed run sees exactly the same batches.
+"""
+import math
+import os
+import random
+
+import numpy as np
+import torch
+
+from errors import UserError
+
+CLASSES = ("T-shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker",
+           "Jacket", "Down Coat", "Suit", "Shawl", "Dress", "Vest", "Underwear")
+MEAN = (0.6959, 0.6537, 0.6371)
+STD = (0.3113, 0.3192, 0.3214)
+IMAGE_SIZE = 224
+RESIZE_RATIO = 256 / 224
+NUM_PER_CLASS = 18976  # the smallest noisy class: 14 * 18,976 = 265,664 images an epoch
+
+RELEASED = dict(train=("noisy_train_key_list.txt", "noisy_label_kv.txt"),
+                val=("clean_val_key_list.txt", "clean_label_kv.txt"),
+                test=("clean_test_key_list.txt", "clean_label_kv.txt"))
+MERGED = dict(train="noisy_train.txt", val="clean_val.txt", test="clean_test.txt")
+
+
+# ---------------------------------------------------------------- annotation files
+
+def _lines(path):
+    try:
+        with open(path) as f:
+            return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror})") from None
+
+
+def read_image_list(path):
+    """Read `relative/path.jpg label` lines -> [(relative_path, label)], labels in 0..13."""
+    entries = []
+    for n, line in _lines(path):
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise UserError(f"{path}:{n}: {line!r} is not `image_path label`")
+        label = int(parts[1])
+        if not 0 <= label < len(CLASSES):
+            raise UserError(f"{path}:{n}: label {label} is outside 0..{len(CLASSES) - 1}")
+        entries.append((parts[0], label))
+    return entries
+
+
+def read_key_list(path):
+    """One image key (relative path) per line."""
+    return [line.split()[0] for _, line in _lines(path)]
+
+
+def labels_of_keys(keys, kv_path, kv):
+    """[(key, label)] for keys of a released key list, their labels looked up in a kv file."""
+    missing = [k for k in keys if k not in kv]
+    if missing:
+        raise UserError(f"{len(missing)} keys have no label in {kv_path} (first: "
+                        f"{', '.join(missing[:3])}); the annotation files do not belong together")
+    return [(k, kv[k]) for k in keys]
+
+
+def find_annotations(root):
+    """The folder holding the annotation files: root or root/annotations, and its format."""
+    for folder in (root, os.path.join(root, "annotations")):
+        if all(os.path.exists(os.path.join(folder, name)) for name in MERGED.values()):
+            return folder, "merged"
+        released = {f for pair in RELEASED.values() for f in pair}
+        if all(os.path.exists(os.path.join(folder, name)) for name in released):
+            return folder, "released"
+    raise UserError(
+        f"no Clothing1M annotations under {root} (nor {os.path.join(root, 'annotations')}): expected "
+        f"either the released files {', '.join(sorted({f for p in RELEASED.values() for f in p}))} "
+        f"or the lists {', '.join(MERGED.values())}, beside images/. Request Clothing1M from its "
+        "authors (https://github.com/Cysu/noisy_label) and point --datapath/--data_root at it")
+
+
+def read_annotations(root):
+    """{'train': [(path, noisy label)], 'val': [(path, clean label)], 'test': [...]}."""
+    folder, layout = find_annotations(root)
+    if layout == "merged":
+        return {split: read_image_list(os.path.join(folder, name)) for split, name in MERGED.items()}
+    kv_cache = {}
+    splits = {}
+    for split, (key_file, kv_file) in RELEASED.items():
+        kv_path = os.path.join(folder, kv_file)
+        if kv_path not in kv_cache:
+            kv_cache[kv_path] = dict(read_image_list(kv_path))
+        splits[split] = labels_of_keys(read_key_list(os.path.join(folder, key_file)), kv_path,
+                                       kv_cache[kv_path])
+    return splits
+
+
+def check_images_exist(root, paths, split):
+    """Every listed image must exist: one directory listing per folder, not one stat per image."""
+    listings = {}
+    missing = []
+    for rel in paths:
+        folder, name = os.path.split(os.path.join(root, rel))
+        if folder not in listings:
+            listings[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+        if name not in listings[folder]:
+            missing.append(rel)
+    if missing:
+        raise UserError(f"{len(missing)} of the {len(paths)} {split} images listed are missing under "
+                        f"{root} (first: {', '.join(missing[:5])}); complete the images/ folder or "
+                        "fix the annotation files")
+
+
+# ---------------------------------------------------------------- images and sampling
+
+class JpegFiles(torch.utils.data.Dataset):
+    """Decodes one image per item in a worker: item (index, seed) -> (uint8 CHW, index).
+
+    seed None: resize + centre crop (test transform); else resize + random crop + flip,
+    drawn from random.Random(seed), so an image's augmentation does not depend on which
+    worker decodes it.
+    """
+
+    def __init__(self, root, paths, size):
+        self.root, self.paths, self.size = root, paths, size
+        self.resize = round(size * RESIZE_RATIO)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, item):
+        import torchvision.transforms.functional as TF
+        from PIL import Image
+
+        index, seed = item
+        path = os.path.join(self.root, self.paths[index])
+        try:
+            with Image.open(path) as img:
+                img = TF.resize(img.convert("RGB"), self.resize)
+        except OSError as exc:
+            raise UserError(f"{path} cannot be read as an image ({exc}); replace or delist it") from None
+        if seed is None:
+            img = TF.center_crop(img, self.size)
+        else:
+            rng = random.Random(seed)
+            top = rng.randint(0, img.height - self.size)
+            left = rng.randint(0, img.width - self.size)
+            img = TF.crop(img, top, left, self.size, self.size)
+            if rng.random() < 0.5:
+                img = TF.hflip(img)
+        return TF.pil_to_tensor(img), index
+
+
+class BalancedSubset:
+    """A fresh class-balanced random subset of the noisy train set each epoch:
+    num_per_class samples of every noisy class (all of a smaller class), drawn from
+    (seed, epoch) alone. `epoch` is set by the train loader and read by the loader
+    label correction predicts with, so both see the same subset."""
+
+    def __init__(self, labels, num_per_class, seed):
+        self.members = [np.flatnonzero(labels == c) for c in range(len(CLASSES))]
+        self.num_per_class, self.seed, self.epoch = num_per_class, seed, 0
+
+    def __len__(self):
+        return sum(min(len(m), self.num_per_class) for m in self.members)
+
+    def indices(self, epoch):
+        """The epoch's subset, sorted (indices into the full noisy train list)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        chosen = [rng.choice(m, min(len(m), self.num_per_class), replace=False) for m in self.members]
+        return np.sort(np.concatenate(chosen))
+
+    def shuffled(self, epoch):
+        """(order, seeds): the epoch's subset in training order and each sample's augmentation seed."""
+        subset = self.indices(epoch)
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        return rng.permutation(subset), rng.integers(0, 2 ** 63, len(subset))
+
+
+class JpegLoader:
+    """Yields (images float NCHW normalised, labels int64, sample indices int64) on the device.
+
+    `select()` gives the epoch's (indices, augmentation seeds or None) in iteration
+    order; indices address the full file list, so labels[idx] is the sample's label.
+    """
+
+    def __init__(self, files, labels, batch_size, device, num_workers, select, length,
+                 channels_last=False, subset=None):
+        self.device = torch.device(device)
+        self.files, self.batch_size, self.num_workers = files, batch_size, num_workers
+        self.labels = torch.as_tensor(labels, dtype=torch.int64).to(self.device)
+        self.select, self.length, self.subset = select, length, subset
+        self.channels_last = channels_last
+        self.mean = torch.tensor(MEAN, device=self.device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(STD, device=self.device).view(1, -1, 1, 1) * 255
+
+    def __len__(self):
+        return math.ceil(self.length / self.batch_size)
+
+    def set_epoch(self, epoch):
+        if self.subset is not None:
+            self.subset.epoch = epoch
+
+    def __iter__(self):
+        indices, seeds = self.select()
+        items = list(zip(indices.tolist(), [None] * len(indices) if seeds is None else seeds.tolist()))
+        loader = torch.utils.data.DataLoader(
+            self.files, batch_size=self.batch_size, sampler=items, num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.num_workers else None)
+        try:
+            for x, idx in loader:
+                x = x.to(self.device, non_blocking=True)
+                idx = idx.to(self.device, non_blocking=True)
+                x = (x.float() - self.mean) / self.std
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, self.labels[idx], idx
+        except UserError as exc:
+            # A worker's error arrives with the worker's traceback as its message: keep the last line.
+            raise UserError(str(exc).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
+
+
+# ---------------------------------------------------------------- the data set
+
+class Clothing1M:
+    """The engine's view of Clothing1M (same interface as data.DataSet).
+
+    train_labels is None: the noisy train set has no clean labels, so the engine reports
+    no actual noise rate. The clean val split is the engine's `val`, so summary.json gets
+    best_val_acc and test_acc_at_best_val (PROTOCOL §2: report test at the best val epoch).
+    """
+    name = "clothing1m"
+    num_classes = len(CLASSES)
+    in_channels = 3
+    train_labels = None
+    has_val = True
+
+    def __init__(self, root, image_size=IMAGE_SIZE, num_per_class=NUM_PER_CLASS, num_workers=4):
+        if not os.path.isdir(root):
+            raise UserError(f"Clothing1M folder {root} does not exist; point --datapath/--data_root "
+                            "at the folder holding images/ and the annotation files")
+        splits = read_annotations(root)
+        for split, entries in splits.items():
+            if not entries:
+                raise UserError(f"the Clothing1M {split} list under {root} is empty")
+            check_images_exist(root, [p for p, _ in entries], split)
+        self.root, self.image_size = root, image_size
+        self.num_per_class, self.num_workers = num_per_class, num_workers
+        self.files = {s: JpegFiles(root, [p for p, _ in e], image_size) for s, e in splits.items()}
+        self.labels = {s: np.array([y for _, y in e], dtype=np.int64) for s, e in splits.items()}
+        self.noisy_train_labels = self.labels["train"]
+        self.subset = None
+        self.noise_arrays = {}  # the engine saves these with the run; Clothing1M has none
+
+    @property
+    def num_train(self):
+        return len(self.noisy_train_labels)
+
+    def train_loader(self, labels, batch_size, device, seed, channels_last=False):
+        """Augmented batches of each epoch's class-balanced subset (by the noisy labels)."""
+        self.subset = BalancedSubset(torch.as_tensor(labels).cpu().numpy(), self.num_per_class, seed)
+        subset = self.subset
+        return JpegLoader(self.files["train"], labels, batch_size, device, self.num_workers,
+                          lambda: subset.shuffled(subset.epoch), len(subset), channels_last, subset)
+
+    def eval_loader(self, split, batch_size, device, channels_last=False, labels=None):
+        """Unaugmented batches of 'val', 'test', or 'train': the current epoch's subset, in
+        order. Label correction predicts over that subset only: it is all the epoch's loss
+        sees, and the whole noisy list would decode ~4x more JPEGs than the epoch trains on."""
+        labels = self.labels[split] if labels is None else labels
+        if split == "train":
+            if self.subset is None:
+                raise RuntimeError("Clothing1M.eval_loader('train') needs train_loader() first")
+            subset = self.subset
+            return JpegLoader(self.files["train"], labels, batch_size, device, self.num_workers,
+                              lambda: (subset.indices(subset.epoch), None), len(subset), channels_last)
+        files = self.files[split]
+        every = np.arange(len(files))
+        return JpegLoader(files, labels, batch_size, device, self.num_workers,
+                          lambda: (every, None), len(files), channels_last)
