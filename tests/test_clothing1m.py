@@ -2,13 +2,12 @@
 annotation formats, the per-epoch balanced subset, the JPEG loader, ResNet-50, and the
 scripts end to end on a fake tree of tiny JPEGs."""
 import os
-import signal
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import read_csv, read_json, run_in_process, shared_file
+from conftest import InterruptedSLN, read_csv, read_json, run_in_process, shared_file
 from data.clothing1m import (MEAN, STD, BalancedSubset, Clothing1M, JpegFiles, read_annotations,
                              read_image_list)
 from errors import UserError
@@ -322,19 +321,6 @@ def test_gls_script_takes_clothing1m_and_defaults_to_its_real_labels(merged_tree
         run_in_process("main_GLS_direct_train", common + ["--val_fraction", "0.1", "--overwrite"])
 
 
-class StopAtEpoch(SLN):
-    """SLN that receives SIGINT as epoch `stop` starts, as a user's Ctrl-C would."""
-
-    def __init__(self, *args, stop, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.stop = stop
-
-    def start_epoch(self, epoch, ctx):
-        super().start_epoch(epoch, ctx)
-        if epoch == self.stop:
-            signal.raise_signal(signal.SIGINT)
-
-
 def test_resume_on_clothing1m_reproduces_the_uninterrupted_run(merged_tree, tmp_path):
     """Three epochs with label correction from the second; interrupted as the third starts
     and resumed with another worker count: the same subsets, crops, targets and weights."""
@@ -348,7 +334,7 @@ def test_resume_on_clothing1m_reproduces_the_uninterrupted_run(merged_tree, tmp_
             + (["--resume"] if resume else []))
         validate_sln(cfg)
         args = (cfg.sigma, cfg.ema_decay, cfg.correction, cfg.n_epoch)
-        method = StopAtEpoch(*args, soft=True, stop=stop) if stop else SLN(*args, soft=True)
+        method = InterruptedSLN(*args, soft=True, stop=stop) if stop else SLN(*args, soft=True)
         return run(cfg, "noise_clothing1m_train", method)
 
     assert start("whole", workers=0) == 0

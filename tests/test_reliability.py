@@ -205,3 +205,13 @@ def assert_resume_matches_uninterrupted(script, argv, tmp_path):
 def test_sigterm_then_resume_equals_an_uninterrupted_gls_run(tmp_path):
     assert_resume_matches_uninterrupted(
         "main_GLS_direct_train.py", TINY + ["--n_epoch", "8", "--smooth_rate", "-1"], tmp_path)
+
+
+def test_sigterm_then_resume_equals_an_uninterrupted_sln_mo_lc_run(tmp_path):
+    # Label correction from the second epoch (0-based 1): it is active when the kill lands,
+    # so the corrected targets, sigma = 0 and the momentum model must all survive resume.
+    rows = assert_resume_matches_uninterrupted(
+        "noise_cifar_train.py",
+        TINY + ["--epochs", "8", "--noise_mode", "sym", "--noise_rate", "0.4", "--sigma", "0.5",
+                "--correction", "1", "--ema_decay", "0.9", "--lr", "0.01"], tmp_path)
+    assert "test_acc_ema" in rows[0]
