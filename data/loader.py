@@ -4,9 +4,10 @@ The airbench idea: keep uint8 images on the device, shuffle with a per-epoch
 seeded permutation, and do random crop (zero padding), horizontal flip and
 normalisation as batched tensor operations. No worker processes, no PIL, no
 per-image Python, no host sync. The training set is zero-padded once, so a
-batch's crops are one gather from a view of all crop windows; on a 2-core CPU
-that is about 3x faster than padding and cropping each batch (docs/BENCHMARKS.md). The shuffle and augmentation of epoch e depend
-only on (seed, e), so a resumed run sees exactly the batches it would have seen.
+batch's crops are one gather from a view of all crop windows: 3-4x the images/s
+of padding and cropping each batch, on a 2-core CPU (docs/BENCHMARKS.md). The
+shuffle and augmentation of epoch e depend only on (seed, e), so a resumed run
+sees exactly the batches it would have seen.
 """
 import math
 

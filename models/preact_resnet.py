@@ -6,6 +6,8 @@ and a 1x1 conv shortcut (no BN) taken from the pre-activated input.
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .resnet import make_stages
+
 
 class PreActBlock(nn.Module):
     def __init__(self, in_planes, planes, stride=1):
@@ -30,15 +32,7 @@ class PreActResNet(nn.Module):
     def __init__(self, num_blocks, num_classes=10, in_channels=3, width=64):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        stages, in_planes = [], width
-        for i, n in enumerate(num_blocks):
-            planes, stride = width * 2 ** i, 1 if i == 0 else 2
-            blocks = []
-            for s in [stride] + [1] * (n - 1):
-                blocks.append(PreActBlock(in_planes, planes, s))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.layers = nn.Sequential(*stages)
+        self.layers, in_planes = make_stages(PreActBlock, width, width, num_blocks)
         self.bn = nn.BatchNorm2d(in_planes)
         self.linear = nn.Linear(in_planes, num_classes)
 

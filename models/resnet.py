@@ -29,20 +29,26 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def make_stages(block, in_planes, width, num_blocks):
+    """Stage i: num_blocks[i] blocks of width * 2^i channels, the first with stride 2
+    (stride 1 in stage 0). Returns the stages and their output channel count."""
+    stages = []
+    for i, n in enumerate(num_blocks):
+        planes, stride = width * 2 ** i, 1 if i == 0 else 2
+        blocks = []
+        for s in [stride] + [1] * (n - 1):
+            blocks.append(block(in_planes, planes, s))
+            in_planes = planes
+        stages.append(nn.Sequential(*blocks))
+    return nn.Sequential(*stages), in_planes
+
+
 class ResNet(nn.Module):
     def __init__(self, num_blocks, num_classes=10, in_channels=3, width=64):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        stages, in_planes = [], width
-        for i, n in enumerate(num_blocks):
-            planes, stride = width * 2 ** i, 1 if i == 0 else 2
-            blocks = []
-            for s in [stride] + [1] * (n - 1):
-                blocks.append(BasicBlock(in_planes, planes, s))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.layers = nn.Sequential(*stages)
+        self.layers, in_planes = make_stages(BasicBlock, width, width, num_blocks)
         self.linear = nn.Linear(in_planes, num_classes)
 
     def forward(self, x):

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .preact_resnet import PreActBlock
+from .resnet import make_stages
 
 
 class WideResNet(nn.Module):
@@ -17,15 +18,7 @@ class WideResNet(nn.Module):
         super().__init__()
         n = (depth - 4) // 6
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        stages, in_planes = [], 16
-        for i in range(3):
-            planes, stride = width * 2 ** i, 1 if i == 0 else 2
-            blocks = []
-            for s in [stride] + [1] * (n - 1):
-                blocks.append(PreActBlock(in_planes, planes, s))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.layers = nn.Sequential(*stages)
+        self.layers, in_planes = make_stages(PreActBlock, 16, width, [n] * 3)
         self.bn = nn.BatchNorm2d(in_planes)
         self.linear = nn.Linear(in_planes, num_classes)
 

@@ -281,7 +281,7 @@ def test_sln_script_trains_on_the_released_layout_with_soft_label_correction(rel
     assert code == 0
     (run,) = [os.path.join(results, "noise_clothing1m_train", d)
               for d in os.listdir(os.path.join(results, "noise_clothing1m_train"))]
-    assert os.path.basename(run).startswith("clothing1m-real0-resnet50-slnmolc-sigma0.2-c1")
+    assert os.path.basename(run).startswith("clothing1m-real-resnet50-slnmolc-sigma0.2-c1")
     summary = read_json(os.path.join(run, "summary.json"))
     assert summary["status"] == "finished" and summary["actual_noise_rate"] is None
     assert read_json(os.path.join(run, "noise.json")) == {"actual_noise_rate": None,

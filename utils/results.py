@@ -28,7 +28,10 @@ BOOKKEEPING = {"result_dir", "resume", "overwrite", "print_freq", "num_workers",
 
 
 def run_name(cfg, tag):
-    relevant = {k: v for k, v in sorted(cfg.items()) if k not in BOOKKEEPING}
+    # Unset optional flags (None, False) stay out of the hash, so a flag added to the code
+    # later with such a default does not rename the folders of existing runs.
+    relevant = {k: v for k, v in sorted(cfg.items())
+                if k not in BOOKKEEPING and v is not None and v is not False}
     digest = hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
     noise = cfg["noise_type"]
     if noise not in RATE_FREE_NOISE:
