@@ -33,7 +33,7 @@ matplotlib.use("Agg")  # files only: no display on clusters and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-from utils.results import BOOKKEEPING  # noqa: E402
+from utils.results import result_settings  # noqa: E402
 
 # Accuracy columns of summary.json that are averaged (percent); the _ema ones exist for
 # runs with a momentum model (SLN-MO).
@@ -80,7 +80,7 @@ def method_of(run):
 
 def group_config(config):
     """The config without the seed and without the settings that cannot change a result."""
-    return {k: v for k, v in config.items() if k != "seed" and k not in BOOKKEEPING}
+    return {k: v for k, v in result_settings(config).items() if k != "seed"}
 
 
 def group_runs(runs):

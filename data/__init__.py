@@ -115,9 +115,6 @@ def make_noise(data, cfg):
         return data.noisy_train_labels
     noise_file = getattr(cfg, "noise_file", None)
     if noise_file:
-        if noise_type == "openset":
-            raise UserError("--noise_file sets noisy labels, openset noise replaces images and "
-                            "keeps the labels: drop one of the two")
         return noisy_labels_from_file(noise_file, data.train_labels, data.num_classes)
     if noise_type in CLASS_CONDITIONAL:
         return make_noisy_labels(data.train_labels, noise_type, cfg.noise_rate,
@@ -130,11 +127,9 @@ def make_noise(data, cfg):
     if noise_type == "instance":
         return make_instance_noise(data.train_images, data.train_labels, cfg.noise_rate,
                                    data.num_classes, data.mean, data.std, cfg.noise_seed)
-    if noise_type == "openset":
-        add_open_set(data, cfg)
-        return data.train_labels.copy()
-    raise UserError(f"unknown noise type {cfg.noise_type!r}; choose one of "
-                    f"{', '.join(NOISE_TYPES + ('sym',))}")
+    assert noise_type == "openset", noise_type  # check_noise_fits refused every other name
+    add_open_set(data, cfg)
+    return data.train_labels.copy()
 
 
 def check_noise_fits(dataset, noise_type, noise_file=None):
@@ -152,6 +147,9 @@ def check_noise_fits(dataset, noise_type, noise_file=None):
                         f"{num_classes}: use symmetric or asym noise")
     if noise_type == "asym" and num_classes not in (10, 100):
         raise UserError(f"asym noise is defined for CIFAR-10 and CIFAR-100, not {dataset}")
+    if noise_type == "openset" and noise_file:
+        raise UserError("--noise_file sets noisy labels, openset noise replaces images and "
+                        "keeps the labels: drop one of the two")
     if noise_type == "openset" and dataset != "cifar10":
         raise UserError(f"openset noise is defined for cifar10 (CIFAR-100 images under CIFAR-10 "
                         f"labels), not {dataset}; choose another noise type")

@@ -105,6 +105,13 @@ def gls_parser(doc, d):
     return p
 
 
+def require(checks):
+    """Raise the UserError of the first (ok, message) pair that is not ok."""
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
 def validate(cfg):
     """Range checks of the shared flags; a UserError names the value and the valid range."""
     if cfg.noise_type is None:  # the GLS scripts: symmetric as released, real on Clothing1M
@@ -133,9 +140,7 @@ def validate(cfg):
         (cfg.pretrained_path is None or os.path.isfile(cfg.pretrained_path),
          f"--pretrained_path {cfg.pretrained_path}: no such file"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+    require(checks)
     check_noise_fits(cfg.dataset, cfg.noise_type, cfg.noise_file)
 
 
@@ -195,9 +200,7 @@ def validate_sln(cfg):
          f"--ema_decay {cfg.ema_decay} is outside [0, 1); 0 means no momentum model"),
         (cfg.gpu_id >= 0, f"--gpu_id {cfg.gpu_id} must be >= 0"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+    require(checks)
     if cfg.device == "auto" and torch.cuda.is_available():
         if cfg.gpu_id >= torch.cuda.device_count():
             raise UserError(f"--gpu_id {cfg.gpu_id}: only {torch.cuda.device_count()} CUDA "

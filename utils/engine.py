@@ -27,7 +27,7 @@ from data.noise import transition_matrix
 from errors import UserError
 from models import build_model
 
-from .results import BOOKKEEPING, load_checkpoint, open_run_folder, run_dir
+from .results import load_checkpoint, open_run_folder, result_settings, run_dir
 
 EXIT_DIVERGED = 3
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -217,12 +217,12 @@ def load_init_weights(model, path, cfg, noisy):
 
 
 def config_dict(cfg):
-    return {k: v for k, v in vars(cfg).items()}
+    return dict(vars(cfg))
 
 
 def check_resume_config(saved, current, path):
-    changed = [k for k in set(saved) | set(current)
-               if k not in BOOKKEEPING and saved.get(k) != current.get(k)]
+    saved, current = result_settings(saved), result_settings(current)
+    changed = [k for k in set(saved) | set(current) if saved.get(k) != current.get(k)]
     if changed:
         raise UserError(f"--resume: {path} was started with other settings ({', '.join(sorted(changed))}); "
                         "resume with the original flags, or use --overwrite to start again")

@@ -27,11 +27,16 @@ BOOKKEEPING = {"result_dir", "resume", "overwrite", "print_freq", "num_workers",
                "gpu_id", "data_root", "print_run_dir", "ckpt_every", "progress"}
 
 
+def result_settings(cfg):
+    """The settings that can change a run's result: the config without bookkeeping and
+    without unset optional flags (None, False), so a flag added to the code later with
+    such a default neither renames existing run folders nor splits their groups."""
+    return {k: v for k, v in sorted(cfg.items())
+            if k not in BOOKKEEPING and v is not None and v is not False}
+
+
 def run_name(cfg, tag):
-    # Unset optional flags (None, False) stay out of the hash, so a flag added to the code
-    # later with such a default does not rename the folders of existing runs.
-    relevant = {k: v for k, v in sorted(cfg.items())
-                if k not in BOOKKEEPING and v is not None and v is not False}
+    relevant = result_settings(cfg)
     digest = hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
     noise = cfg["noise_type"]
     if noise not in RATE_FREE_NOISE:
