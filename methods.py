@@ -111,16 +111,7 @@ class SLN(Method):
         release predicted with augmentation on: PROTOCOL §6). The loss min-max runs over the
         samples the loader yields: every one on CIFAR, the epoch's subset on Clothing1M
         (data/clothing1m.py); the others keep their one-hot label until predicted."""
-        model = self.ema if self.ema is not None else ctx.model
-        was_training = model.training
-        model.eval()
-        logits = torch.zeros(len(ctx.noisy_labels), ctx.num_classes, device=ctx.device)
-        seen = torch.zeros(len(ctx.noisy_labels), dtype=torch.bool, device=ctx.device)
-        for x, _, idx in ctx.train_eval_loader:
-            with ctx.autocast():
-                logits[idx] = model(x).float()
-            seen[idx] = True
-        model.train(was_training)
+        logits, seen = ctx.predict(self.ema if self.ema is not None else ctx.model)
         targets = torch.nn.functional.one_hot(ctx.noisy_labels, ctx.num_classes).float()
         targets[seen] = corrected_targets(logits[seen], ctx.noisy_labels[seen], self.soft)
         return targets

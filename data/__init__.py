@@ -174,8 +174,9 @@ def released_idn_file(cfg):
             f"dependent (IDN) noise reads its labels from a file and {path} does not exist. "
             "Pass --noise_file PATH (the SLN release ships dependent0.4.csv for CIFAR-10 and "
             "CIFAR-100), or make the file from a network trained on clean labels:\n"
-            f"  python3 main_warmup.py --dataset {cfg.dataset} --noise_type clean --data_root {cfg.data_root}\n"
-            f"  python3 -m data.idn --ckpt RUN/best.pt RUN/last.pt --noise_rate {cfg.noise_rate} "
+            f"  python3 main_warmup.py --dataset {cfg.dataset} --noise_type clean --record_train_probs "
+            f"--data_root {cfg.data_root}\n"
+            f"  python3 -m data.idn --run RUN_DIR --noise_rate {cfg.noise_rate} "
             f"--data_root {cfg.data_root} --out {path}")
     return path
 

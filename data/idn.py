@@ -1,19 +1,26 @@
 """Instance-dependent noisy labels (IDN) from networks trained on clean labels (PROTOCOL §3).
 
-    python3 main_warmup.py --dataset cifar10 --noise_type clean --data_root ./data/CIFAR10
-    python3 -m data.idn --ckpt RUN/best.pt RUN/last.pt --noise_rate 0.4 \
+The protocol averages a clean-label network's softmax over the training set across its
+epochs. Record that average during the run, then make the labels from it:
+
+    python3 main_warmup.py --dataset cifar10 --noise_type clean --record_train_probs \
+        --data_root ./data/CIFAR10
+    python3 -m data.idn --run RUN_DIR --noise_rate 0.4 \
         --out ./data/CIFAR10/label_noisy/dependent0.4.csv
 
-Every checkpoint's network predicts the training set without augmentation; the softmax
-is averaged over the checkpoints (epochs or seeds of clean-label runs: pass as many as
-you have), and noise.idn_noisy_labels flips exactly round(r * N) samples to their most
-probable wrong class, the most probable first. The output is the `label,label_noisy`
-CSV that --noise_file reads, and that --noise_mode dependent finds at
-<datapath>/label_noisy/dependent<rate>.csv.
+RUN_DIR/train_probs.npy holds the softmax of the unaugmented training set averaged over
+every epoch; several --run folders (seeds) are averaged with equal weight. Without a
+recording, --ckpt RUN/best.pt RUN/last.pt averages the predictions of the checkpoints
+given instead. noise.idn_noisy_labels then flips exactly round(r * N) samples to their
+most probable wrong class, the most probable first. The output is the
+`label,label_noisy` CSV that --noise_file reads, and that --noise_mode dependent finds
+at <datapath>/label_noisy/dependent<rate>.csv.
 """
 import argparse
+import json
 import os
 
+import numpy as np
 import torch
 
 from data import load_dataset
@@ -44,45 +51,99 @@ def average_probabilities(checkpoints, data, device, batch_size=512):
     return (total / len(checkpoints)).cpu().numpy()
 
 
-def load_clean_checkpoints(paths):
-    """[(path, checkpoint)] of runs trained on clean labels of one data set."""
-    checkpoints = [(path, load_checkpoint(path)) for path in paths]
-    for path, ckpt in checkpoints:
-        config = ckpt.get("config")
-        if not config or "model" not in ckpt:
-            raise UserError(f"{path} holds no model and config: pass a best.pt or last.pt of a run")
+def check_clean_runs(sources):
+    """sources: [(path, config)] of runs that must have trained on the clean labels of one
+    data set; returns that data set's name."""
+    for path, config in sources:
         if config.get("noise_type") != "clean" or config.get("noise_file"):
             raise UserError(f"{path} was trained on noisy labels ({config.get('noise_type')}); IDN "
                             "needs a network trained on clean labels: run main_warmup.py "
                             "--noise_type clean first")
-    datasets = {ckpt["config"]["dataset"] for _, ckpt in checkpoints}
+    datasets = {config["dataset"] for _, config in sources}
     if len(datasets) > 1:
-        raise UserError(f"the checkpoints were trained on different data sets ({', '.join(sorted(datasets))})")
+        raise UserError(f"the runs were trained on different data sets ({', '.join(sorted(datasets))})")
+    return datasets.pop()
+
+
+def load_clean_checkpoints(paths):
+    """[(path, checkpoint)] of runs trained on clean labels of one data set."""
+    checkpoints = [(path, load_checkpoint(path)) for path in paths]
+    for path, ckpt in checkpoints:
+        if not ckpt.get("config") or "model" not in ckpt:
+            raise UserError(f"{path} holds no model and config: pass a best.pt or last.pt of a run")
+    check_clean_runs([(path, ckpt["config"]) for path, ckpt in checkpoints])
     return checkpoints
+
+
+def load_recorded_runs(run_dirs):
+    """[(run_dir, config, epochs)] of clean-label runs made with --record_train_probs."""
+    runs = []
+    for folder in run_dirs:
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise UserError(f"{folder} is not a run folder (it has no config.json)")
+        if not os.path.isfile(os.path.join(folder, "train_probs.npy")):
+            raise UserError(f"{folder} has no train_probs.npy: train it with --record_train_probs "
+                            "(or pass its checkpoints with --ckpt)")
+        with open(os.path.join(folder, "config.json")) as f:
+            config = json.load(f)
+        summary_file = os.path.join(folder, "summary.json")
+        epochs = None
+        if os.path.isfile(summary_file):
+            with open(summary_file) as f:
+                epochs = json.load(f).get("epochs_completed")
+        runs.append((folder, config, epochs))
+    check_clean_runs([(folder, config) for folder, config, _ in runs])
+    return runs
+
+
+def recorded_probabilities(runs, data):
+    """Mean over the runs of their train_probs.npy, (N, K), checked against the data set."""
+    total = 0.0
+    for folder, _, _ in runs:
+        probs = np.load(os.path.join(folder, "train_probs.npy"))
+        if probs.shape != (len(data.train_labels), data.num_classes):
+            raise UserError(f"{folder}/train_probs.npy has shape {probs.shape}, not "
+                            f"({len(data.train_labels)}, {data.num_classes}) of {data.name}'s training set")
+        total = total + probs
+    return total / len(runs)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", nargs="+", required=True,
-                   help="checkpoints of runs on clean labels; their softmax outputs are averaged")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", nargs="+", metavar="RUN_DIR",
+                        help="folders of clean-label runs made with --record_train_probs: their "
+                             "softmax averaged over every epoch (the protocol's IDN)")
+    source.add_argument("--ckpt", nargs="+", metavar="PATH",
+                        help="checkpoints of clean-label runs; their softmax outputs are averaged")
     p.add_argument("--noise_rate", type=float, required=True, help="fraction of labels to flip")
     p.add_argument("--out", required=True, help="the CSV to write (label,label_noisy)")
-    p.add_argument("--data_root", default=None, help="default: the first checkpoint's run's")
+    p.add_argument("--data_root", default=None, help="default: the first run's")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch_size", type=int, default=512)
     args = p.parse_args(argv)
     if not 0.0 <= args.noise_rate < 1.0:
         raise UserError(f"--noise_rate {args.noise_rate} is outside [0, 1)")
-    checkpoints = load_clean_checkpoints(args.ckpt)
-    config = checkpoints[0][1]["config"]
+    if args.run:
+        runs = load_recorded_runs(args.run)
+        config = runs[0][1]
+    else:
+        checkpoints = load_clean_checkpoints(args.ckpt)
+        config = checkpoints[0][1]["config"]
     data = load_dataset(config["dataset"], args.data_root or config.get("data_root", "./data"))
-    probs = average_probabilities(checkpoints, data, pick_device(args.device), args.batch_size)
+    if args.run:
+        probs = recorded_probabilities(runs, data)
+        source = " + ".join(f"{os.path.basename(os.path.normpath(folder))} ({epochs} epochs)"
+                            for folder, _, epochs in runs)
+    else:
+        probs = average_probabilities(checkpoints, data, pick_device(args.device), args.batch_size)
+        source = f"{len(checkpoints)} checkpoint(s)"
     noisy = idn_noisy_labels(probs, data.train_labels, args.noise_rate)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_noise_file(args.out, data.train_labels, noisy)
     print(f"{args.out}: {data.name}, {len(noisy)} labels, {int((noisy != data.train_labels).sum())} "
           f"flipped (noise rate {actual_noise_rate(data.train_labels, noisy):.4f}), "
-          f"from {len(checkpoints)} checkpoint(s)")
+          f"from {source}")
     return 0
 
 

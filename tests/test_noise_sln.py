@@ -1,5 +1,6 @@
 """The noise of the SLN experiments (data/noise.py, data/__init__.make_noise, data/idn.py):
 label files (--noise_file, the released CSVs), IDN, part-dependent instance noise, open-set."""
+import json
 import os
 from types import SimpleNamespace
 
@@ -165,17 +166,75 @@ def test_idn_command_from_clean_checkpoints(tmp_path):
     assert np.sum(clean != noisy) == round(0.3 * 1437) == 431
 
     # The averaged probabilities, computed here without the engine's loader.
-    from models import build_model
-    x = (torch.as_tensor(data.train_images).float() / 255 - data.mean[0]) / data.std[0]
-    expected = 0
-    for path in paths:
-        model = build_model("resnet18", 10, 1, 8)
-        model.load_state_dict(torch.load(path, weights_only=True)["model"])
-        with torch.no_grad():
-            expected = expected + F.softmax(model.eval()(x).double(), dim=1).numpy() / 2
+    expected = sum(softmax_of_train_set(torch.load(path, weights_only=True)["model"], data)
+                   for path in paths) / 2
     probs = average_probabilities(load_clean_checkpoints(paths), data, torch.device("cpu"))
     assert np.allclose(probs, expected, atol=1e-6)
     assert np.array_equal(noisy, idn_noisy_labels(probs, clean, 0.3))
+
+
+def softmax_of_train_set(state_dict, data):
+    """The softmax of a ResNet-18 width 8 on digits' unaugmented training images, computed
+    here without the engine's loader (float64, (N, 10))."""
+    from models import build_model
+    x = (torch.as_tensor(data.train_images).float() / 255 - data.mean[0]) / data.std[0]
+    model = build_model("resnet18", 10, 1, 8)
+    model.load_state_dict(state_dict)
+    with torch.no_grad():
+        return F.softmax(model.eval()(x).double(), dim=1).numpy()
+
+
+def test_recorded_train_probs_average_every_epoch_and_make_the_idn_labels(tmp_path, monkeypatch):
+    """--record_train_probs: train_probs.npy is the mean over the 3 epochs of the softmax of
+    the network as each epoch ended (weights captured here as the engine saves them), and
+    data.idn --run makes the IDN labels of that mean."""
+    import utils.engine
+    weights = []
+    save_epoch = utils.engine.save_epoch
+
+    def capture(folder, cfg, model, *args):
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        return save_epoch(folder, cfg, model, *args)
+
+    monkeypatch.setattr(utils.engine, "save_epoch", capture)
+    assert warmup_main([*TINY, "--noise_type", "clean", "--n_epoch", "3", "--lr", "0.05",
+                        "--record_train_probs", "--result_dir", str(tmp_path)]) == 0
+    (run,) = (tmp_path / "main_warmup").iterdir()
+    data = load_dataset("digits")
+    assert len(weights) == 3
+    expected = sum(softmax_of_train_set(w, data) for w in weights) / 3
+    recorded = np.load(run / "train_probs.npy")
+    assert recorded.shape == (1437, 10) and np.allclose(recorded, expected, atol=1e-6)
+    # The epochs' networks differ, so the mean is not any one epoch's softmax.
+    assert not np.allclose(recorded, softmax_of_train_set(weights[-1], data), atol=1e-3)
+
+    out = str(tmp_path / "dependent0.25.csv")
+    assert idn_main(["--run", str(run), "--noise_rate", "0.25", "--out", out]) == 0
+    clean, noisy = load_noise_file(out)
+    assert np.array_equal(clean, data.train_labels)
+    assert np.array_equal(noisy, idn_noisy_labels(recorded, clean, 0.25))
+    assert np.sum(clean != noisy) == round(0.25 * 1437)
+
+
+def test_idn_run_folders_are_checked(tmp_path):
+    """A folder without a recording, a noisy-label run and a recording of the wrong shape
+    are refused, each naming the fix."""
+    assert warmup_main([*TINY, "--noise_type", "clean", "--n_epoch", "1",
+                        "--result_dir", str(tmp_path)]) == 0
+    (run,) = (tmp_path / "main_warmup").iterdir()
+    out = ["--noise_rate", "0.2", "--out", str(tmp_path / "x.csv")]
+    with pytest.raises(UserError, match="--record_train_probs"):
+        idn_main(["--run", str(run), *out])
+    with pytest.raises(UserError, match="no config.json"):
+        idn_main(["--run", str(tmp_path), *out])
+    np.save(run / "train_probs.npy", np.full((100, 10), 0.1))
+    with pytest.raises(UserError, match=r"shape \(100, 10\), not \(1437, 10\)"):
+        idn_main(["--run", str(run), *out])
+    config = read_json(run / "config.json")
+    (run / "config.json").write_text(json.dumps({**config, "noise_type": "symmetric"}))
+    with pytest.raises(UserError, match="clean labels"):
+        idn_main(["--run", str(run), *out])
+    assert not os.path.exists(tmp_path / "x.csv")
 
 
 def test_idn_refuses_a_network_trained_on_noisy_labels(tmp_path):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,6 +52,7 @@ def finished_run(tmp_path_factory):
     (["--val_fraction", "0.7"], "--val_fraction 0.7 is outside [0, 0.5)"),
     (["--noise_type", "pairflip", "--dataset", "cifar100"], "pairflip"),
     (["--noise_type", "banana"], "unknown noise type 'banana'"),
+    (["--record_train_probs", "--val_fraction", "0.1"], "--record_train_probs predicts every training image"),
     # --resume and --device do not change the run folder: a new seed makes it a new run.
     (["--resume", "--seed", "9"], "holds no run: drop --resume"),
     (["--device", "cuda:7", "--seed", "9"], "--device cuda:7"),
@@ -194,6 +196,8 @@ def assert_resume_matches_uninterrupted(script, argv, tmp_path):
     full_folder = full.stdout.strip().splitlines()[-1].split("results: ")[1]
     a, b = read_csv(os.path.join(folder, "metrics.csv")), read_csv(os.path.join(full_folder, "metrics.csv"))
     assert len(a) == n_epoch and comparable(a) == comparable(b)
+    if os.path.exists(os.path.join(full_folder, "train_probs.npy")):  # --record_train_probs
+        assert np.array_equal(*(np.load(os.path.join(f, "train_probs.npy")) for f in (folder, full_folder)))
     sa, sb = (read_json(os.path.join(f, "summary.json")) for f in (folder, full_folder))
     assert sa["status"] == sb["status"] == "finished"
     for key in sa:
@@ -204,7 +208,8 @@ def assert_resume_matches_uninterrupted(script, argv, tmp_path):
 
 def test_sigterm_then_resume_equals_an_uninterrupted_gls_run(tmp_path):
     assert_resume_matches_uninterrupted(
-        "main_GLS_direct_train.py", TINY + ["--n_epoch", "8", "--smooth_rate", "-1"], tmp_path)
+        "main_GLS_direct_train.py", TINY + ["--n_epoch", "8", "--smooth_rate", "-1", "--record_train_probs"],
+        tmp_path)
 
 
 def test_sigterm_then_resume_equals_an_uninterrupted_sln_mo_lc_run(tmp_path):

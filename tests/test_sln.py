@@ -2,7 +2,6 @@
 (momentum model, label correction, checkpoint state) and noise_cifar_train.py."""
 import contextlib
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from errors import UserError
 from loss import corrected_targets, sln_targets, soft_cross_entropy
 from methods import SLN
 from utils.cli import sln_parser, validate_sln
-from utils.engine import run
+from utils.engine import TrainContext, run
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,15 +79,15 @@ def small_bn_model():
 
 
 def fake_ctx(model, x=None, labels=None, batch=4):
-    """The parts of the engine's TrainContext the SLN hooks use; the unaugmented training
+    """The engine's TrainContext over a toy training set; the unaugmented training
     loader yields its batches out of order, as a loader over a subset could."""
     batches = []
     if x is not None:
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
         batches = [(x[i], labels[i], i) for i in order.split(batch)]
-    return SimpleNamespace(model=model, device=torch.device("cpu"), num_classes=3,
-                           noisy_labels=labels, train_eval_loader=batches,
-                           autocast=contextlib.nullcontext)
+    return TrainContext(cfg=None, model=model, device=torch.device("cpu"), num_classes=3,
+                        noisy_labels=labels, train_eval_loader=batches,
+                        autocast=contextlib.nullcontext)
 
 
 def test_ema_starts_equal_and_is_a_separate_copy():

@@ -45,6 +45,10 @@ def add_engine_flags(p, d):
     g.add_argument("--val_fraction", type=float, default=0.0,
                    help="hold out this fraction of the noisy train set as a noisy validation split "
                         "(honest model selection: summary.json gets test_acc_at_best_val)")
+    g.add_argument("--record_train_probs", action="store_true",
+                   help="after every epoch, predict the training set without augmentation and keep "
+                        "the mean softmax over the epochs in train_probs.npy; on clean labels this "
+                        "makes instance-dependent noise: python3 -m data.idn --run RUN_DIR")
     g.add_argument("--device", default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda, cuda:N")
     g.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="auto: bf16 autocast on CUDA, fp32 on the CPU")
@@ -124,6 +128,9 @@ def validate(cfg):
         (cfg.model in MODELS, f"--model {cfg.model!r} is unknown; choose one of {', '.join(MODELS)}"),
         (cfg.width is None or cfg.width >= 1, f"--width {cfg.width} must be at least 1"),
         (0.0 <= cfg.val_fraction < 0.5, f"--val_fraction {cfg.val_fraction} is outside [0, 0.5)"),
+        (not cfg.record_train_probs or (cfg.val_fraction == 0 and cfg.dataset != "clothing1m"),
+         "--record_train_probs predicts every training image each epoch: it needs the whole "
+         "training set (no --val_fraction) and a data set held in memory (not clothing1m)"),
         (all(0.0 < m < 1.0 for m in cfg.lr_milestones),
          f"--lr_milestones {cfg.lr_milestones} must be fractions of the run in (0, 1)"),
         (cfg.momentum >= 0 and cfg.weight_decay >= 0, "--momentum and --weight_decay must be >= 0"),

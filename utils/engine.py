@@ -122,6 +122,23 @@ class TrainContext:
     train_eval_loader: object       # the training rows without augmentation, in order
     autocast: object                # a zero-argument context-manager factory
 
+    @torch.no_grad()
+    def predict(self, model):
+        """fp32 logits (N, K) of `model` in eval mode on the training rows without
+        augmentation, and the (N,) mask of the rows predicted: all of them, except on
+        Clothing1M, whose train_eval_loader covers the epoch's subset. No host sync."""
+        was_training = model.training
+        model.eval()
+        n = len(self.noisy_labels)
+        logits = torch.zeros(n, self.num_classes, device=self.device)
+        seen = torch.zeros(n, dtype=torch.bool, device=self.device)
+        for x, _, idx in self.train_eval_loader:
+            with self.autocast():
+                logits[idx] = model(x).float()
+            seen[idx] = True
+        model.train(was_training)
+        return logits, seen
+
 
 class Diverged(Exception):
     def __init__(self, epoch, step):
@@ -293,6 +310,8 @@ def run(cfg, script, method, init_from=None):
                 for suffix, m in models.items() for split, loader in eval_splits.items()}
 
     state = {"epoch": 0, "rows": [], "wall_time_s": 0.0, "initial": None}
+    if getattr(cfg, "record_train_probs", False):  # the sum over epochs of the train softmax
+        state["train_probs_sum"] = torch.zeros(len(noisy_t), data.num_classes, dtype=torch.float64)
     if cfg.resume:
         ckpt = folder.load_checkpoint("last.pt", map_location=device)
         model.load_state_dict(ckpt["model"])
@@ -356,6 +375,9 @@ def run(cfg, script, method, init_from=None):
                 loss_sum, correct = totals.tolist()
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / count,
                        "train_acc": 100.0 * correct / count, **evaluate_all()}
+                if "train_probs_sum" in state:
+                    logits, _ = ctx.predict(model)
+                    state["train_probs_sum"] += torch.softmax(logits.double(), dim=1).cpu()
                 row["epoch_time_s"] = round(time.time() - started, 3)
                 state["rows"].append(row)
                 state["epoch"] = epoch + 1
@@ -386,7 +408,7 @@ def run(cfg, script, method, init_from=None):
 
 
 def save_epoch(folder, cfg, model, optimizer, method, state, config):
-    """metrics.csv every epoch; last.pt every --ckpt_every epochs and at the end;
+    """metrics.csv (and train_probs.npy) every epoch; last.pt every --ckpt_every epochs and at the end;
     best.pt when the selection accuracy improves: validation accuracy where the run has
     a validation split, else test accuracy (the papers' choice)."""
     rows = state["rows"]
@@ -398,6 +420,8 @@ def save_epoch(folder, cfg, model, optimizer, method, state, config):
         folder.save_checkpoint("best.pt", {"model": model.state_dict(), "epoch": row["epoch"],
                                            "test_acc": row["test_acc"], "selected_by": key,
                                            "config": config})
+    if "train_probs_sum" in state:  # --record_train_probs: the mean over the epochs so far
+        folder.save_npy("train_probs.npy", (state["train_probs_sum"] / state["epoch"]).numpy())
     if state["epoch"] % max(cfg.ckpt_every, 1) == 0 or state["epoch"] == cfg.n_epoch:
         folder.save_checkpoint("last.pt", {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),

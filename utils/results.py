@@ -7,6 +7,7 @@
     metrics.csv        one row per epoch
     summary.json       status (running/finished/diverged/interrupted), best and last accuracy, ...
     last.pt, best.pt   checkpoints
+    train_probs.npy    with --record_train_probs: the mean train-set softmax over the epochs
 The name is a pure function of the script and the config (the hash covers every
 argument that can change the result), so sweeps can find a run without running it.
 """
