@@ -18,10 +18,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.cifar import SPECS  # noqa: E402
 from data.loader import DeviceLoader  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 from utils.engine import train_step  # noqa: E402
 
 MEAN, STD = SPECS["cifar10"]["mean"], SPECS["cifar10"]["std"]
 NUM_CLASSES = 10
+
+
+def run_command(main):
+    """A benchmark's main() as a command: what main returns is for callers in Python (the
+    command's results are its JSON file); bad input ends, as in the scripts, with the
+    message and exit status 2."""
+    def command():
+        main()
+        return 0
+    run_main(command)
 
 
 # ---------------------------------------------------------------- data

@@ -39,10 +39,10 @@ from PIL import Image
 
 # common (beside this file) also puts the project's root on sys.path for the imports below.
 from common import (MEAN, NUM_CLASSES, STD, images_per_second, machine_record, project_loader,
-                    project_step, synthetic_cifar)
+                    project_step, run_command, synthetic_cifar)
 from methods import GLS
 from models import build_model
-from utils.engine import pick_device, speed_settings
+from utils.engine import check_compiled, pick_device, speed_settings
 
 # Dense bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets (the data sheets'
 # headline figures are with 2:4 sparsity, twice these). First matching name wins.
@@ -182,6 +182,9 @@ def main(argv=None):
     dev_batches = project_loader(images, labels, args.batch_size, device, channels_last)
     to_device = lambda batch: [t.to(device) for t in batch]  # the loader's job ends on the device
     loader_steps = args.n_images // args.batch_size - args.warmup  # the epoch's full batches
+    if args.compile:  # timing a miscompiled model would mean nothing
+        x, y, _ = next(iter(dev_batches))
+        check_compiled(model, forward, autocast, precision, x, y)
     measurements = {
         "loader_reference": (ref_batches, to_device, loader_steps),
         "loader_project": (dev_batches, lambda batch: None, loader_steps),
@@ -260,4 +263,4 @@ def print_table(r):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -1,17 +1,19 @@
 """bench/ as smoke tests (tiny, seconds: the speed figures live in docs/BENCHMARKS.md),
 and the engine's GPU path: the bf16/channels-last step computes the fp32 step's loss,
-and on CUDA the step never waits for the host."""
+torch.compile is checked against eager, and on CUDA the step never waits for the host."""
+import contextlib
 import copy
 import json
 
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import TINY, read_csv, read_json, run_cli, run_in_process
 from data.loader import DeviceLoader
 from methods import GLS, SLN
 from models import build_model
-from utils.engine import TrainContext, autocast_for, speed_settings, train_step
+from errors import UserError
+from utils.engine import TrainContext, autocast_for, check_compiled, speed_settings, train_step
 
 THROUGHPUT_KEYS = ("reference_img_s", "project_img_s", "speedup", "loader_reference_img_s",
                    "loader_project_img_s", "loader_speedup", "loader_overhead_frac",
@@ -108,3 +110,73 @@ def test_cuda_training_step_never_waits_for_the_host(method_name):
             train_step(model, model, opt, method, autocast, *next(batches))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+# ---------------------------------------------------------------- torch.compile against eager
+
+def half_gradient_forward(model, name):
+    """A stand-in for a miscompiled model: the same logits, but parameter `name` gets half
+    its gradient (0.5 w + 0.5 w.detach() has w's value and half its derivative)."""
+    def forward(x):
+        params = dict(model.named_parameters())
+        w = params[name]
+        return torch.func.functional_call(model, {**params, name: 0.5 * w + 0.5 * w.detach()}, x)
+    return forward
+
+
+def test_compile_check_names_a_wrong_gradient_and_leaves_the_model_as_found():
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, 3, width=8)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    before = copy.deepcopy(model.state_dict())
+    assert check_compiled(model, model, contextlib.nullcontext, "fp32", x, y) == 0.0
+    name = "layers.1.0.shortcut.0.weight"  # the kind of tensor torch 2.15's CPU compiler got wrong
+    with pytest.raises(UserError, match=rf"1 parameter\(s\).*{name} \(0\.5\).*without --compile"):
+        check_compiled(model, half_gradient_forward(model, name), contextlib.nullcontext, "fp32", x, y)
+    # Neither check moved the BN statistics or left gradients behind.
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_compile_check_ignores_errors_in_gradients_too_small_to_matter():
+    """The final BN bias's gradient is scaled by 1/2 but made tiny first: below 1% of the
+    whole gradient's norm, its relative error does not fail the check."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, 3, width=8)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    name = "layers.3.1.bn2.bias"
+    tiny = dict(model.named_parameters())[name]
+    tiny.register_hook(lambda g: g * 1e-6)
+    assert check_compiled(model, half_gradient_forward(model, name), contextlib.nullcontext, "fp32", x, y) \
+        == pytest.approx(0.5)
+
+
+def test_a_run_whose_compiled_gradients_are_wrong_stops_before_its_first_step(tmp_path, monkeypatch):
+    import utils.engine
+    monkeypatch.setattr(utils.engine.torch, "compile",
+                        lambda model: half_gradient_forward(model, "linear.weight"))
+    argv = TINY + ["--n_epoch", "1", "--compile", "--result_dir", str(tmp_path)]
+    with pytest.raises(UserError, match=r"linear\.weight \(0\.5\).*train without --compile"):
+        run_in_process("main_GLS_direct_train", argv)
+    (folder,) = (tmp_path / "main_GLS_direct_train").iterdir()
+    summary = read_json(folder / "summary.json")
+    assert summary["status"] == "failed" and "torch.compile changed the gradients" in summary["error"]
+    assert summary["epochs_completed"] == 0 and not (folder / "last.pt").exists()
+
+
+def test_compiled_run_trains_like_the_eager_run(tmp_path):
+    """--compile end to end on the CPU (inductor; about a minute to compile): the first batch's
+    gradients pass the check, and two epochs of full-batch training end where eager's do."""
+    import torch._inductor.config
+    torch._inductor.config.compile_threads = 1  # its worker pool can stall on 2 shared cores
+    argv = TINY + ["--n_epoch", "2", "--batch_size", "2048", "--result_dir", str(tmp_path)]
+    assert run_in_process("main_GLS_direct_train", argv + ["--compile"]) == 0
+    assert run_in_process("main_GLS_direct_train", argv) == 0
+    runs = {read_json(f / "config.json")["compile"]: read_csv(f / "metrics.csv")
+            for f in (tmp_path / "main_GLS_direct_train").iterdir()}
+    compiled, eager = runs[True], runs[False]
+    assert len(compiled) == len(eager) == 2
+    assert compiled[0]["train_loss"] == eager[0]["train_loss"]  # the same first forward
+    for a, b in zip(compiled, eager):  # after a step, float rounding may differ slightly
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-3)
+        assert float(a["test_acc"]) == pytest.approx(float(b["test_acc"]), abs=1.0)

@@ -181,6 +181,48 @@ def train_step(model, forward, optimizer, method, autocast, x, y, idx):
     return loss.detach().float(), logits.detach()
 
 
+COMPILE_TOLERANCE = {"fp32": 0.01, "bf16": 0.1}
+
+
+def check_compiled(model, forward, autocast, precision, x, y):
+    """torch.compile must not change the gradients: on one batch, the compiled forward and
+    backward (cross-entropy on y) against eager. A parameter fails when its gradient's
+    relative error exceeds COMPILE_TOLERANCE[precision] and the error is at least 1% of the
+    whole gradient's norm (so that near-zero gradients, rounded differently, do not count).
+    The model is left as found: gradients cleared, BN statistics restored. One host sync.
+    Raises UserError naming the worst parameters; returns the largest relative error."""
+    buffers = [b.clone() for b in model.buffers()]
+    grads = []
+    for f in (model, forward):
+        model.zero_grad(set_to_none=True)
+        with autocast():
+            logits = f(x)
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
+        grads.append([p.grad.float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float)
+                      for p in model.parameters()])
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers):
+                b.copy_(saved)
+    model.zero_grad(set_to_none=True)
+    eager, compiled = grads
+    norms = torch.stack([g.norm() for g in eager])
+    errors = torch.stack([(c - g).norm() for g, c in zip(eager, compiled)])
+    relative = (errors / norms.clamp_min(1e-30)).tolist()
+    floor = 0.01 * norms.norm().item()
+    names = [n for n, _ in model.named_parameters()]
+    tolerance = COMPILE_TOLERANCE[precision]
+    bad = sorted(((r, n) for r, n, e in zip(relative, names, errors.tolist())
+                  if not math.isfinite(r) or (r > tolerance and e >= floor)), reverse=True)
+    if bad:
+        worst = ", ".join(f"{n} ({r:.2g})" for r, n in bad[:3])
+        raise UserError(
+            f"torch.compile changed the gradients of {len(bad)} parameter(s) against eager mode on "
+            f"the first batch (relative error, tolerance {tolerance:g} in {precision}): {worst}. "
+            f"This is a bug of torch {torch.__version__}'s compiler for this model and device, not "
+            "of the run: train without --compile.")
+    return max(relative) if relative else 0.0
+
+
 @torch.no_grad()
 def evaluate(model, loader, autocast):
     """Top-1 accuracy in percent; one host sync at the end."""
@@ -290,6 +332,7 @@ def run(cfg, script, method, init_from=None):
             folder.save_npy("val_index.npy", val_index)
 
     forward = torch.compile(model) if getattr(cfg, "compile", False) else model
+    unchecked_compile = forward is not model  # checked against eager on the first batch
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
 
@@ -360,6 +403,9 @@ def run(cfg, script, method, init_from=None):
                 for step, (x, y, idx) in enumerate(batches):
                     if guard.signum is not None:
                         break
+                    if unchecked_compile:
+                        check_compiled(model, forward, autocast, precision, x, y)
+                        unchecked_compile = False
                     loss, logits = train_step(model, forward, optimizer, method, autocast, x, y, idx)
                     with torch.no_grad():
                         ok = torch.isfinite(loss) & (loss.abs() <= bound)
