@@ -33,7 +33,7 @@ matplotlib.use("Agg")  # files only: no display on clusters and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-from utils.results import result_settings  # noqa: E402
+from utils.results import result_settings, write_csv  # noqa: E402
 
 # Accuracy columns of summary.json that are averaged (percent); the _ema ones exist for
 # runs with a momentum model (SLN-MO).
@@ -183,14 +183,6 @@ CSV_COLUMNS = (["group", "script", "method", "dataset", "noise_type", "noise_rat
                + [f"{a}_{s}" for a in ACCURACIES for s in ("mean", "std")]
                + ["actual_noise_rate_mean"])
 UNFINISHED_COLUMNS = ["run_dir", "status", "epochs_completed", "n_epoch", "last_test_acc", "note", "group"]
-
-
-def write_csv(path, rows, columns):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
 
 
 def fmt_num(x):

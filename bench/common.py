@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.cifar import SPECS  # noqa: E402
 from data.loader import DeviceLoader  # noqa: E402
 from utils.cli import run_main  # noqa: E402
-from utils.engine import train_step  # noqa: E402
+from utils.engine import check_compiled, train_step  # noqa: E402
 
 MEAN, STD = SPECS["cifar10"]["mean"], SPECS["cifar10"]["std"]
 NUM_CLASSES = 10
@@ -50,6 +50,17 @@ def project_loader(images_hwc, labels, batch_size, device, channels_last, seed=0
 
 
 # ---------------------------------------------------------------- the project's step and timing
+
+def project_forward(model, batches, autocast, precision, compile_model):
+    """The model, or with `compile_model` its torch.compile'd wrapper, checked against eager on
+    the first batch (utils.engine.check_compiled): timing a miscompiled model means nothing."""
+    if not compile_model:
+        return model
+    forward = torch.compile(model)
+    x, y, _ = next(iter(batches))
+    check_compiled(model, forward, autocast, precision, x, y)
+    return forward
+
 
 def project_step(model, forward, optimizer, method, autocast, total):
     def step(batch):

@@ -26,11 +26,11 @@ import queue
 import torch
 
 # common (beside this file) also puts the project's root on sys.path for the imports below.
-from common import (NUM_CLASSES, machine_record, project_loader, project_step, run_command,
-                    synthetic_cifar, timed_run)
+from common import (NUM_CLASSES, machine_record, project_forward, project_loader, project_step,
+                    run_command, synthetic_cifar, timed_run)
 from methods import GLS, SLN
 from models import build_model
-from utils.engine import TrainContext, check_compiled, pick_device, speed_settings
+from utils.engine import TrainContext, pick_device, speed_settings
 
 
 def make_method(name, model, labels, device, autocast):
@@ -54,11 +54,8 @@ def one_run(rank, args, barrier, results):
     model = build_model(args.model, NUM_CLASSES, 3, args.width).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if args.compile else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
-    if args.compile:  # timing a miscompiled model would mean nothing
-        x, y, _ = next(iter(loader))
-        check_compiled(model, forward, autocast, precision, x, y)
+    forward = project_forward(model, loader, autocast, precision, args.compile)
     method = make_method(args.method, model, loader.labels, device, autocast)
     total = torch.zeros((), device=device)
     step = project_step(model, forward, optimizer, method, autocast, total)

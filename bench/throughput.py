@@ -39,10 +39,10 @@ from PIL import Image
 
 # common (beside this file) also puts the project's root on sys.path for the imports below.
 from common import (MEAN, NUM_CLASSES, STD, images_per_second, machine_record, project_loader,
-                    project_step, run_command, synthetic_cifar)
+                    project_forward, project_step, run_command, synthetic_cifar)
 from methods import GLS
 from models import build_model
-from utils.engine import check_compiled, pick_device, speed_settings
+from utils.engine import pick_device, speed_settings
 
 # Dense bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets (the data sheets'
 # headline figures are with 2:4 sparsity, twice these). First matching name wins.
@@ -171,7 +171,6 @@ def main(argv=None):
     model = copy.deepcopy(ref_model)  # same initial weights for both pipelines
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if args.compile else model
     sgd = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)  # GLS direct (PROTOCOL §5)
     ref_opt = torch.optim.SGD(ref_model.parameters(), **sgd)
     opt = torch.optim.SGD(model.parameters(), **sgd)
@@ -182,9 +181,7 @@ def main(argv=None):
     dev_batches = project_loader(images, labels, args.batch_size, device, channels_last)
     to_device = lambda batch: [t.to(device) for t in batch]  # the loader's job ends on the device
     loader_steps = args.n_images // args.batch_size - args.warmup  # the epoch's full batches
-    if args.compile:  # timing a miscompiled model would mean nothing
-        x, y, _ = next(iter(dev_batches))
-        check_compiled(model, forward, autocast, precision, x, y)
+    forward = project_forward(model, dev_batches, autocast, precision, args.compile)
     measurements = {
         "loader_reference": (ref_batches, to_device, loader_steps),
         "loader_project": (dev_batches, lambda batch: None, loader_steps),

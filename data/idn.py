@@ -28,11 +28,10 @@ from data.noise import actual_noise_rate, idn_noisy_labels, save_noise_file
 from errors import UserError
 from models import build_model
 from utils.cli import run_main
-from utils.engine import pick_device
+from utils.engine import pick_device, predict
 from utils.results import load_checkpoint
 
 
-@torch.no_grad()
 def average_probabilities(checkpoints, data, device, batch_size=512):
     """Mean over the checkpoints of softmax(model(x)) for every training image, (N, K)."""
     loader = data.eval_loader("train", batch_size, device)
@@ -45,9 +44,8 @@ def average_probabilities(checkpoints, data, device, batch_size=512):
         except RuntimeError as exc:
             raise UserError(f"{path} does not fit {config['model']} for {data.name} "
                             f"({str(exc).splitlines()[0]})") from None
-        model.to(device).eval()
-        for x, _, idx in loader:
-            total[idx] += torch.softmax(model(x).double(), dim=1)
+        logits, _ = predict(model.to(device), loader, len(total), data.num_classes, device)
+        total += torch.softmax(logits.double(), dim=1)
     return (total / len(checkpoints)).cpu().numpy()
 
 

@@ -122,22 +122,27 @@ class TrainContext:
     train_eval_loader: object       # the training rows without augmentation, in order
     autocast: object                # a zero-argument context-manager factory
 
-    @torch.no_grad()
     def predict(self, model):
-        """fp32 logits (N, K) of `model` in eval mode on the training rows without
-        augmentation, and the (N,) mask of the rows predicted: all of them, except on
-        Clothing1M, whose train_eval_loader covers the epoch's subset. No host sync."""
-        was_training = model.training
-        model.eval()
-        n = len(self.noisy_labels)
-        logits = torch.zeros(n, self.num_classes, device=self.device)
-        seen = torch.zeros(n, dtype=torch.bool, device=self.device)
-        for x, _, idx in self.train_eval_loader:
-            with self.autocast():
-                logits[idx] = model(x).float()
-            seen[idx] = True
-        model.train(was_training)
-        return logits, seen
+        """predict() over the training rows without augmentation: all of them, except on
+        Clothing1M, whose train_eval_loader covers the epoch's subset."""
+        return predict(model, self.train_eval_loader, len(self.noisy_labels), self.num_classes,
+                       self.device, self.autocast)
+
+
+@torch.no_grad()
+def predict(model, loader, n_rows, num_classes, device, autocast=contextlib.nullcontext):
+    """fp32 logits (n_rows, K) of `model` in eval mode on the (x, y, row index) batches of
+    `loader`, and the (n_rows,) mask of the rows it yielded. No host sync."""
+    was_training = model.training
+    model.eval()
+    logits = torch.zeros(n_rows, num_classes, device=device)
+    seen = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    for x, _, idx in loader:
+        with autocast():
+            logits[idx] = model(x).float()
+        seen[idx] = True
+    model.train(was_training)
+    return logits, seen
 
 
 class Diverged(Exception):

@@ -66,6 +66,16 @@ def atomic_write_bytes(path, data):
             os.remove(tmp)
 
 
+def write_csv(path, rows, columns):
+    """Rows (dicts) as CSV with these columns, atomically: keys outside `columns` are
+    left out; missing keys and None are written as empty fields."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
 class RunFolder:
     def __init__(self, path):
         self.path = path
@@ -90,11 +100,7 @@ class RunFolder:
             return json.load(f)
 
     def write_csv(self, name, rows, columns):
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_bytes(self.file(name), buf.getvalue().encode())
+        write_csv(self.file(name), rows, columns)
 
     def save_npy(self, name, array):
         import numpy as np
