@@ -58,20 +58,22 @@ def sln_targets(labels, num_classes, sigma, generator=None):
     return onehot + sigma * noise
 
 
-def corrected_targets(logits, labels, soft=False):
-    """SLN label correction over the whole training set (Chen et al., ICLR 2021):
+def corrected_targets(logits, labels, current_targets, soft=False):
+    """SLN label correction over the training set (Chen et al., ICLR 2021):
 
         t_i = l_i * onehot(y_i) + (1 - l_i) * p_i
-        l_i = (CE_i - min_j CE_j) / (max_j CE_j - min_j CE_j),   CE_i = -log softmax(z_i)_{y_i}
+        l_i = (L_i - min_j L_j) / (max_j L_j - min_j L_j),   L_i = -sum_k c_ik log softmax(z_i)_k
 
-    z the (momentum) model's logits of every training sample, y the noisy labels,
-    p_i = onehot(argmax z_i) (hard, CIFAR) or softmax(z_i) (soft, Clothing1M). A sample
-    the model finds hard to fit keeps its label; an easy one takes the prediction.
-    If all losses are equal, l = 0 (the prediction).
+    z the (momentum) model's logits of every training sample, y the noisy labels, c the
+    training set's current targets: the noisy one-hot at the first correction, the
+    previous correction's targets after it (as in the release, which measures the loss
+    against the targets the training set holds). p_i = onehot(argmax z_i) (hard, CIFAR)
+    or softmax(z_i) (soft, Clothing1M). A sample the model finds hard to fit keeps its
+    label; an easy one takes the prediction. If all losses are equal, l = 0.
     """
     log_p = F.log_softmax(logits.float(), dim=1)
-    ce = -log_p.gather(1, labels[:, None]).squeeze(1)
-    l = ((ce - ce.min()) / (ce.max() - ce.min()).clamp_min(1e-12))[:, None]
+    loss = -(current_targets.float() * log_p).sum(dim=1)
+    l = ((loss - loss.min()) / (loss.max() - loss.min()).clamp_min(1e-12))[:, None]
     num_classes = logits.shape[1]
     p = log_p.exp() if soft else F.one_hot(log_p.argmax(1), num_classes).float()
     return l * F.one_hot(labels, num_classes).float() + (1.0 - l) * p

@@ -2,12 +2,13 @@
 
 Finds the checkpoint main_warmup.py wrote for the same data set, noise and model
 under --result_dir (best test accuracy by default, as released; --warmup_ckpt
-best|last|PATH), checks it was trained on the same noisy labels, and trains
+best|last|PATH), checks it was trained on the same noisy labels (its record of them:
+data set, noise, seed or file, a hash of the labels) and model, and trains
 wa * CE + wb * GLS(r) from it. summary.json's initial_test_acc is the accuracy of
 the loaded weights before the first step.
 
-Released protocol (PROTOCOL §5): ResNet-34 from the warm-up, 100 epochs at a
-constant lr 1e-6, SGD momentum 0.9 Nesterov, weight decay 1e-4, batch 128,
+Released protocol (docs/REPRODUCTION.md): ResNet-34 from the warm-up, 100 epochs at a
+constant lr 1e-6, SGD momentum 0.9 Nesterov, weight decay 1e-4, batch 128 (test 64),
 wa=0, wb=1, smooth rate 0.1.
 
     python3 main_GLS_load.py --noise_type symmetric --noise_rate 0.2 --smooth_rate -2.0
@@ -17,7 +18,8 @@ from utils.cli import find_warmup_checkpoint, gls_parser, run_main, validate_gls
 from utils.engine import run
 
 DEFAULTS = dict(n_epoch=100, lr=1e-6, lr_milestones=[], momentum=0.9, nesterov=True,
-                weight_decay=1e-4, batch_size=128, test_batch_size=128, wa=0.0, wb=1.0)
+                weight_decay=1e-4, batch_size=128, test_batch_size=64, wa=0.0, wb=1.0, smooth_rate=0.1,
+                noise_source="generate")
 
 
 def main(argv=None):

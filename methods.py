@@ -34,6 +34,10 @@ class Method:
         """Extra models to evaluate every epoch: {name: model}; columns get a _name suffix."""
         return {}
 
+    def divergence_hint(self):
+        """What to try when this method's loss diverged ("" when nothing specific applies)."""
+        return ""
+
     def state_dict(self):
         return {}
 
@@ -56,10 +60,16 @@ class GLS(Method):
     def loss(self, logits, labels, indices):
         return gls_loss(logits, labels, self.smooth_rate, self.wa, self.wb)
 
+    def divergence_hint(self):
+        if self.smooth_rate < 0 and self.wb > 0:
+            return ("Negative smoothing is unbounded below and can diverge from scratch: start "
+                    "from the CE warm-up (main_GLS_load.py), or use a milder smooth rate or a lower --lr.")
+        return ""
+
 
 class SLN(Method):
     """Stochastic label noise with its momentum model and label correction
-    (Chen et al., ICLR 2021; PROTOCOL §1).
+    (Chen et al., ICLR 2021).
 
     sigma      : std of the Gaussian added to every one-hot target (loss.sln_targets).
     ema_decay  : the momentum model e <- d * e + (1 - d) * theta after every optimiser
@@ -68,18 +78,23 @@ class SLN(Method):
     correction : label correction after this many epochs (SLN-MO-LC): sigma becomes 0 and,
                  at the start of every later epoch, the targets become
                  loss.corrected_targets of the momentum model's predictions (the model's
-                 own without one) on the training set without augmentation. Outside
-                 1..n_epoch-1 (the release's -1 included) it never starts.
+                 own without one) on the training set. Outside 1..n_epoch-1 (the
+                 release's -1 included) it never starts.
     soft       : corrected targets mix in the softmax (Clothing1M), not the argmax one-hot (CIFAR).
+    carry_targets : the loss of a correction is measured against the previous correction's
+                 targets (CIFAR, as released); False: against the noisy labels every time
+                 (Clothing1M, whose release builds a fresh subset, with noisy targets, each epoch).
+    correction_aug : predict on augmented training images (a fresh crop and flip each
+                 correction), as released; False: on the images themselves.
 
     Tags: ce (sigma 0, nothing else), sln-sigma0.5, slnmo-sigma0.5, slnmolc-sigma0.5-c250,
     slnlc-sigma0.5-c250 (correction from the model itself).
     """
 
-    def __init__(self, sigma, ema_decay=0.999, correction=-1, n_epoch=None, soft=False):
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay {ema_decay} is outside [0, 1)")
+    def __init__(self, sigma, ema_decay=0.999, correction=-1, n_epoch=None, soft=False,
+                 carry_targets=True, correction_aug=True):
         self.sigma, self.ema_decay, self.soft = float(sigma), ema_decay, soft
+        self.carry_targets, self.correction_aug = carry_targets, correction_aug
         self.correction = correction if n_epoch is not None and 1 <= correction < n_epoch else None
         self.ema = None
         self.targets = None  # (N, K) on the device once correction has started
@@ -107,13 +122,15 @@ class SLN(Method):
 
     @torch.no_grad()
     def correct_labels(self, ctx):
-        """Targets from the momentum model's logits on the unaugmented training set (the
-        release predicted with augmentation on: PROTOCOL §6). The loss min-max runs over the
-        samples the loader yields: every one on CIFAR, the epoch's subset on Clothing1M
-        (data/clothing1m.py); the others keep their one-hot label until predicted."""
-        logits, seen = ctx.predict(self.ema if self.ema is not None else ctx.model)
-        targets = torch.nn.functional.one_hot(ctx.noisy_labels, ctx.num_classes).float()
-        targets[seen] = corrected_targets(logits[seen], ctx.noisy_labels[seen], self.soft)
+        """Targets from the momentum model's logits on the training set. The loss min-max
+        runs over the samples the loader yields: every one on CIFAR, the epoch's subset on
+        Clothing1M (data/clothing1m.py); the others keep their one-hot label until predicted."""
+        logits, seen = ctx.predict(self.ema if self.ema is not None else ctx.model,
+                                   augment=self.correction_aug)
+        noisy_onehot = torch.nn.functional.one_hot(ctx.noisy_labels, ctx.num_classes).float()
+        current = self.targets if self.carry_targets and self.targets is not None else noisy_onehot
+        targets = noisy_onehot
+        targets[seen] = corrected_targets(logits[seen], ctx.noisy_labels[seen], current[seen], self.soft)
         return targets
 
     def loss(self, logits, labels, indices):

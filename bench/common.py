@@ -62,10 +62,12 @@ def project_forward(model, batches, autocast, precision, compile_model):
     return forward
 
 
-def project_step(model, forward, optimizer, method, autocast, total):
+def project_step(model, forward, optimizer, method, autocast, stats):
+    """The engine's step and its per-step bookkeeping (utils.engine.EpochStats: metrics
+    accumulate on the device, no sync)."""
     def step(batch):
-        loss, _ = train_step(model, forward, optimizer, method, autocast, *batch)
-        total.add_(loss)  # as the engine: metrics stay on the device, no sync
+        loss, logits = train_step(model, forward, optimizer, method, autocast, *batch)
+        stats.add(0, loss, logits, batch[1], batch[2])
     return step
 
 

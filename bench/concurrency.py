@@ -10,7 +10,7 @@ independent sweep runs would; each warms up, all are released at once through a
 barrier, and each times its own steps (CUDA events on a GPU). The aggregate is all their
 images over the span from the first start to the last end.
 
-The default workload is the SLN runs' (PROTOCOL §5): WRN-28-2, batch 128, SGD momentum
+The default workload is the SLN runs' (docs/REPRODUCTION.md): WRN-28-2, batch 128, SGD momentum
 0.9 and weight decay 5e-4, SLN with sigma 0.5 and its momentum model (SLN-MO).
 
   python bench/concurrency.py --device cuda --json concurrency_h100.json
@@ -30,7 +30,7 @@ from common import (NUM_CLASSES, machine_record, project_forward, project_loader
                     run_command, synthetic_cifar, timed_run)
 from methods import GLS, SLN
 from models import build_model
-from utils.engine import TrainContext, pick_device, speed_settings
+from utils.engine import EpochStats, TrainContext, pick_device, speed_settings
 
 
 def make_method(name, model, labels, device, autocast):
@@ -57,11 +57,11 @@ def one_run(rank, args, barrier, results):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
     forward = project_forward(model, loader, autocast, precision, args.compile)
     method = make_method(args.method, model, loader.labels, device, autocast)
-    total = torch.zeros((), device=device)
-    step = project_step(model, forward, optimizer, method, autocast, total)
+    stats = EpochStats(device, loader.labels)  # the engine's per-step bookkeeping
+    step = project_step(model, forward, optimizer, method, autocast, stats)
     run = timed_run(loader, step, args.warmup, args.steps, device,
                     before_timing=lambda: barrier.wait(timeout=args.timeout))
-    results.put({"rank": rank, "precision": precision, "finite": bool(torch.isfinite(total)), **run})
+    results.put({"rank": rank, "precision": precision, "finite": bool(torch.isfinite(stats.loss_sum)), **run})
 
 
 def measure(k, args):
@@ -98,7 +98,7 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=None, help="first-stage channels (default: the paper's)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--method", default="sln", choices=["sln", "gls"])
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--compile", action="store_true")
     p.add_argument("--n_images", type=int, default=None, help="per run (default 50,000; 512 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per run (default 30; 1 with --quick)")

@@ -8,8 +8,8 @@ uint8 HWC images, 10 classes) for both pipelines:
              ToTensor, Normalize; a shuffling torch DataLoader (4 workers on a GPU, as
              released; 2 on a CPU); an fp32 model; the loss copied to the host every step.
   project    data.loader.DeviceLoader and utils.engine.train_step with the engine's own
-             settings (utils.engine.speed_settings: bf16 autocast, channels-last and cuDNN
-             autotuning on CUDA; fp32 on the CPU).
+             settings (utils.engine.speed_settings: fp32 as the papers, or bf16 autocast with
+             --precision bf16; channels-last and cuDNN autotuning on CUDA).
 
 Measured for each: the loader alone and the full training step, in images/s, timed after
 a warm-up (CUDA events on a GPU). Each round measures all four, in reverse order every
@@ -42,7 +42,7 @@ from common import (MEAN, NUM_CLASSES, STD, images_per_second, machine_record, p
                     project_forward, project_step, run_command, synthetic_cifar)
 from methods import GLS
 from models import build_model
-from utils.engine import pick_device, speed_settings
+from utils.engine import EpochStats, pick_device, speed_settings
 
 # Dense bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets (the data sheets'
 # headline figures are with 2:4 sparsity, twice these). First matching name wins.
@@ -119,7 +119,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default=None, help="default resnet34 (resnet18 with --quick)")
     p.add_argument("--width", type=int, default=None, help="first-stage channels (default: the paper's; 8 with --quick)")
     p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="the project path's precision, as the engine's flag (reference: fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the project's model")
     p.add_argument("--workers", type=int, default=None,
@@ -171,14 +171,13 @@ def main(argv=None):
     model = copy.deepcopy(ref_model)  # same initial weights for both pipelines
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    sgd = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)  # GLS direct (PROTOCOL §5)
+    sgd = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)  # GLS direct, as released
     ref_opt = torch.optim.SGD(ref_model.parameters(), **sgd)
     opt = torch.optim.SGD(model.parameters(), **sgd)
     method = GLS(smooth_rate=0.1)  # the GLS scripts' default loss, the same for both
-    total = torch.zeros((), device=device)
-
     ref_batches = reference_loader(images, labels, args.batch_size, args.workers)
     dev_batches = project_loader(images, labels, args.batch_size, device, channels_last)
+    stats = EpochStats(device, dev_batches.labels)  # the engine's per-step bookkeeping
     to_device = lambda batch: [t.to(device) for t in batch]  # the loader's job ends on the device
     loader_steps = args.n_images // args.batch_size - args.warmup  # the epoch's full batches
     forward = project_forward(model, dev_batches, autocast, precision, args.compile)
@@ -186,7 +185,7 @@ def main(argv=None):
         "loader_reference": (ref_batches, to_device, loader_steps),
         "loader_project": (dev_batches, lambda batch: None, loader_steps),
         "reference": (ref_batches, reference_step(ref_model, ref_opt, method, device), args.steps),
-        "project": (dev_batches, project_step(model, forward, opt, method, autocast, total), args.steps),
+        "project": (dev_batches, project_step(model, forward, opt, method, autocast, stats), args.steps),
     }
     runs = {key: [] for key in measurements}
     for r in range(args.rounds):
@@ -195,7 +194,7 @@ def main(argv=None):
         for key in (list(measurements) if r % 2 == 0 else reversed(measurements)):
             batches, work, steps = measurements[key]
             runs[key].append(images_per_second(batches, work, args.warmup, steps, device))
-    if not torch.isfinite(total):
+    if not torch.isfinite(stats.loss_sum):
         raise RuntimeError("the project's training loss went non-finite: the timings are meaningless")
 
     med = {k: summarize(v)["median"] for k, v in runs.items()}

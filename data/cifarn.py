@@ -2,7 +2,7 @@
 
 Files CIFAR-10_human.pt / CIFAR-100_human.pt from the `data/` folder of the GitHub
 repository UCSC-REAL/cifar-10-100n: a torch.save of a dict of numpy int64 arrays in
-CIFAR train order (PROTOCOL §2). Noise types and rates against clean_label:
+CIFAR train order. Noise types and rates against clean_label:
 
     CIFAR-10N   clean (clean_label), aggre (aggre_label, 9.0%), rand1/2/3
                 (random_label1/2/3, 17.2/18.1/17.6%), worst (worse_label, 40.2%)
@@ -18,8 +18,6 @@ import numpy as np
 import torch
 
 from errors import UserError
-
-from .noise import transition_matrix
 
 REPOSITORY = "https://github.com/UCSC-REAL/cifar-10-100n"
 FILES = {
@@ -142,19 +140,6 @@ def fetch_label_file(dataset, path):
     return path
 
 
-def twin_labels(clean, human, num_classes, seed):
-    """Synthetic twin: y_twin ~ T[y_clean], T the empirical transition matrix of `human`."""
-    T = transition_matrix(clean, human, num_classes)
-    cumulative = np.cumsum(T, axis=1)
-    rng = np.random.default_rng(seed)
-    u = rng.random(len(clean))
-    twin = np.empty_like(clean)
-    for c in range(num_classes):
-        members = clean == c
-        twin[members] = np.searchsorted(cumulative[c], u[members], side="right")
-    return np.minimum(twin, num_classes - 1)  # u above a row sum rounded below 1
-
-
 def human_type_of(noise_type):
     """worst_twin -> worst; a human type is its own."""
     return noise_type[:-len(TWIN_SUFFIX)] if noise_type in TWIN_TYPES else noise_type
@@ -169,9 +154,9 @@ def check_dataset(noise_type, dataset):
         raise UserError(f"noise type {noise_type} is a {wanted} label set of CIFAR-N; {hint}")
 
 
-def cifarn_noisy_labels(dataset, train_labels, num_classes, noise_type, noise_path, data_root, seed):
-    """Noisy train labels of a CIFAR-N type (or its twin), checked against the CIFAR labels."""
-    check_dataset(noise_type, dataset)
+def cifarn_noisy_labels(dataset, train_labels, noise_type, noise_path, data_root):
+    """(labels, path): the human labels of a CIFAR-N type, or of the human set a twin type
+    copies (data.noise draws the twin), checked against the CIFAR train labels."""
     human_type = human_type_of(noise_type)
     path = noise_path or default_noise_path(dataset, data_root)
     noisy, clean = load_human_labels(fetch_label_file(dataset, path), human_type)
@@ -182,6 +167,4 @@ def cifarn_noisy_labels(dataset, train_labels, num_classes, noise_type, noise_pa
                         f"{data_root} ({len(clean)} vs {len(train_labels)} labels, {differ}). The "
                         "file indexes the train order data_batch_1..5 of the python-version archive: "
                         f"use the released {FILES[dataset]['filename']} with the original archive")
-    if noise_type in TWIN_TYPES:
-        return twin_labels(clean, noisy, num_classes, seed)
-    return noisy
+    return noisy, path

@@ -7,7 +7,7 @@ and the annotations, in the folder itself or in annotations/, in either format:
   - merged `path label` lists: noisy_train.txt, clean_val.txt, clean_test.txt.
 The noisy train set has no clean labels; val and test are clean (14,313 and 10,526).
 
-PROTOCOL §2: each epoch trains on a fresh class-balanced random subset of the noisy
+As released, each epoch trains on a fresh class-balanced random subset of the noisy
 train set (--num_per_class per noisy class); train transform resize 256, random crop
 224, flip; test resize 256, centre crop 224; Clothing1M's mean/std. --image_size s
 scales both (resize round(s * 256 / 224), crop s) for small CPU runs.
@@ -17,14 +17,16 @@ travel as uint8; normalisation runs on the training device. Every random choice 
 epoch (subset, order, each image's crop and flip) is a pure function of (seed, epoch),
 independent of the worker count, so a resumed run sees exactly the same batches.
 """
-import math
 import os
 import random
+import signal
 
 import numpy as np
 import torch
 
 from errors import UserError
+
+from .loader import batch_bounds
 
 CLASSES = ("T-shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker",
            "Jacket", "Down Coat", "Suit", "Shawl", "Dress", "Vest", "Underwear")
@@ -190,6 +192,12 @@ class BalancedSubset:
         rng = np.random.default_rng([self.seed, epoch, 1])
         return rng.permutation(subset), rng.integers(0, 2 ** 63, len(subset))
 
+    def augmented_in_order(self, epoch):
+        """(subset, seeds): the epoch's subset in order, each with an augmentation seed of
+        its own stream: what label correction predicts on (the release's train transform)."""
+        subset = self.indices(epoch)
+        return subset, np.random.default_rng([self.seed, epoch, 2]).integers(0, 2 ** 63, len(subset))
+
 
 class JpegLoader:
     """Yields (images float NCHW normalised, labels int64, sample indices int64) on the device.
@@ -199,17 +207,17 @@ class JpegLoader:
     """
 
     def __init__(self, files, labels, batch_size, device, num_workers, select, length,
-                 channels_last=False, subset=None):
+                 channels_last=False, subset=None, train=False):
         self.device = torch.device(device)
         self.files, self.batch_size, self.num_workers = files, batch_size, num_workers
         self.labels = torch.as_tensor(labels, dtype=torch.int64).to(self.device)
-        self.select, self.length, self.subset = select, length, subset
+        self.select, self.length, self.subset, self.train = select, length, subset, train
         self.channels_last = channels_last
         self.mean = torch.tensor(MEAN, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(STD, device=self.device).view(1, -1, 1, 1) * 255
 
     def __len__(self):
-        return math.ceil(self.length / self.batch_size)
+        return len(batch_bounds(self.length, self.batch_size, self.train))
 
     def set_epoch(self, epoch):
         if self.subset is not None:
@@ -218,11 +226,17 @@ class JpegLoader:
     def __iter__(self):
         indices, seeds = self.select()
         items = list(zip(indices.tolist(), [None] * len(indices) if seeds is None else seeds.tolist()))
+        # Training batches as the device loader makes them (a last single sample joins the
+        # batch before); workers ignore SIGINT/SIGTERM, which reach the whole process group
+        # (Ctrl-C, scancel): the main process stops the run cleanly and then ends them.
+        batches = [items[a:b] for a, b in batch_bounds(len(items), self.batch_size, self.train)]
         loader = torch.utils.data.DataLoader(
-            self.files, batch_size=self.batch_size, sampler=items, num_workers=self.num_workers,
+            self.files, batch_sampler=batches, num_workers=self.num_workers,
+            worker_init_fn=ignore_stop_signals if self.num_workers else None,
             pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.num_workers else None)
+        batches = iter(loader)
         try:
-            for x, idx in loader:
+            for x, idx in batches:
                 x = x.to(self.device, non_blocking=True)
                 idx = idx.to(self.device, non_blocking=True)
                 x = (x.float() - self.mean) / self.std
@@ -232,6 +246,18 @@ class JpegLoader:
         except UserError as exc:
             # A worker's error arrives with the worker's traceback as its message: keep the last line.
             raise UserError(str(exc).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
+        finally:
+            # Workers ignore SIGTERM, so they must be told to end whenever iteration stops
+            # early (a signal, an error, the compile check's single batch): a traceback can
+            # keep the iterator alive, and multiprocessing's exit would wait for them.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+
+
+def ignore_stop_signals(worker_id):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------- the data set
@@ -241,7 +267,7 @@ class Clothing1M:
 
     train_labels is None: the noisy train set has no clean labels, so the engine reports
     no actual noise rate. The clean val split is the engine's `val`, so summary.json gets
-    best_val_acc and test_acc_at_best_val (PROTOCOL §2: report test at the best val epoch).
+    best_val_acc and test_acc_at_best_val (the release reports test at the best val epoch).
     """
     name = "clothing1m"
     num_classes = len(CLASSES)
@@ -275,19 +301,26 @@ class Clothing1M:
         self.subset = BalancedSubset(torch.as_tensor(labels).cpu().numpy(), self.num_per_class, seed)
         subset = self.subset
         return JpegLoader(self.files["train"], labels, batch_size, device, self.num_workers,
-                          lambda: subset.shuffled(subset.epoch), len(subset), channels_last, subset)
+                          lambda: subset.shuffled(subset.epoch), len(subset), channels_last, subset,
+                          train=True)
 
-    def eval_loader(self, split, batch_size, device, channels_last=False, labels=None):
-        """Unaugmented batches of 'val', 'test', or 'train': the current epoch's subset, in
-        order. Label correction predicts over that subset only: it is all the epoch's loss
-        sees, and the whole noisy list would decode ~4x more JPEGs than the epoch trains on."""
+    def eval_loader(self, split, batch_size, device, channels_last=False, labels=None,
+                    augment_seed=None):
+        """Batches of 'val', 'test', or 'train' in order, without augmentation. 'train' is the
+        current epoch's subset (label correction predicts over it, as the release does),
+        with the training augmentation when `augment_seed` is given (any value: the
+        subset's own seed draws it)."""
         labels = self.labels[split] if labels is None else labels
         if split == "train":
             if self.subset is None:
                 raise RuntimeError("Clothing1M.eval_loader('train') needs train_loader() first")
             subset = self.subset
+            if augment_seed is not None:
+                select = lambda: subset.augmented_in_order(subset.epoch)  # noqa: E731
+            else:
+                select = lambda: (subset.indices(subset.epoch), None)  # noqa: E731
             return JpegLoader(self.files["train"], labels, batch_size, device, self.num_workers,
-                              lambda: (subset.indices(subset.epoch), None), len(subset), channels_last)
+                              select, len(subset), channels_last)
         files = self.files[split]
         every = np.arange(len(files))
         return JpegLoader(files, labels, batch_size, device, self.num_workers,

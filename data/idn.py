@@ -1,6 +1,7 @@
-"""Instance-dependent noisy labels (IDN) from networks trained on clean labels (PROTOCOL §3).
+"""Instance-dependent noisy labels (IDN) from networks trained on clean labels (the SLN paper's
+"dependent" noise; docs/REPRODUCTION.md).
 
-The protocol averages a clean-label network's softmax over the training set across its
+The SLN paper averages a clean-label network's softmax over the training set across its
 epochs. Record that average during the run, then make the labels from it:
 
     python3 main_warmup.py --dataset cifar10 --noise_type clean --record_train_probs \
@@ -17,19 +18,18 @@ most probable wrong class, the most probable first. The output is the
 at <datapath>/label_noisy/dependent<rate>.csv.
 """
 import argparse
-import json
 import os
 
 import numpy as np
 import torch
 
-from data import load_dataset
+from data import DATASETS, load_dataset
 from data.noise import actual_noise_rate, idn_noisy_labels, save_noise_file
 from errors import UserError
 from models import build_model
-from utils.cli import run_main
+from utils.cli import check_device, finite_float, run_main
 from utils.engine import pick_device, predict
-from utils.results import load_checkpoint
+from utils.results import RunFolder, load_checkpoint, read_json_file
 
 
 def average_probabilities(checkpoints, data, device, batch_size=512):
@@ -57,6 +57,10 @@ def check_clean_runs(sources):
             raise UserError(f"{path} was trained on noisy labels ({config.get('noise_type')}); IDN "
                             "needs a network trained on clean labels: run main_warmup.py "
                             "--noise_type clean first")
+    for path, config in sources:
+        if config.get("dataset") not in DATASETS or not isinstance(config.get("model"), str):
+            raise UserError(f"{path}: its config names no known data set and model: pass a run "
+                            "of this project's scripts")
     datasets = {config["dataset"] for _, config in sources}
     if len(datasets) > 1:
         raise UserError(f"the runs were trained on different data sets ({', '.join(sorted(datasets))})")
@@ -67,7 +71,7 @@ def load_clean_checkpoints(paths):
     """[(path, checkpoint)] of runs trained on clean labels of one data set."""
     checkpoints = [(path, load_checkpoint(path)) for path in paths]
     for path, ckpt in checkpoints:
-        if not ckpt.get("config") or "model" not in ckpt:
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "model" not in ckpt:
             raise UserError(f"{path} holds no model and config: pass a best.pt or last.pt of a run")
     check_clean_runs([(path, ckpt["config"]) for path, ckpt in checkpoints])
     return checkpoints
@@ -82,14 +86,9 @@ def load_recorded_runs(run_dirs):
         if not os.path.isfile(os.path.join(folder, "train_probs.npy")):
             raise UserError(f"{folder} has no train_probs.npy: train it with --record_train_probs "
                             "(or pass its checkpoints with --ckpt)")
-        with open(os.path.join(folder, "config.json")) as f:
-            config = json.load(f)
-        summary_file = os.path.join(folder, "summary.json")
-        epochs = None
-        if os.path.isfile(summary_file):
-            with open(summary_file) as f:
-                epochs = json.load(f).get("epochs_completed")
-        runs.append((folder, config, epochs))
+        config = RunFolder(folder).read_json("config.json")
+        summary, _ = read_json_file(os.path.join(folder, "summary.json"))
+        runs.append((folder, config, (summary or {}).get("epochs_completed")))
     check_clean_runs([(folder, config) for folder, config, _ in runs])
     return runs
 
@@ -98,7 +97,7 @@ def recorded_probabilities(runs, data):
     """Mean over the runs of their train_probs.npy, (N, K), checked against the data set."""
     total = 0.0
     for folder, _, _ in runs:
-        probs = np.load(os.path.join(folder, "train_probs.npy"))
+        probs = RunFolder(folder).load_npy("train_probs.npy")
         if probs.shape != (len(data.train_labels), data.num_classes):
             raise UserError(f"{folder}/train_probs.npy has shape {probs.shape}, not "
                             f"({len(data.train_labels)}, {data.num_classes}) of {data.name}'s training set")
@@ -114,7 +113,7 @@ def main(argv=None):
                              "softmax averaged over every epoch (the protocol's IDN)")
     source.add_argument("--ckpt", nargs="+", metavar="PATH",
                         help="checkpoints of clean-label runs; their softmax outputs are averaged")
-    p.add_argument("--noise_rate", type=float, required=True, help="fraction of labels to flip")
+    p.add_argument("--noise_rate", type=finite_float, required=True, help="fraction of labels to flip")
     p.add_argument("--out", required=True, help="the CSV to write (label,label_noisy)")
     p.add_argument("--data_root", default=None, help="default: the first run's")
     p.add_argument("--device", default="auto")
@@ -122,6 +121,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not 0.0 <= args.noise_rate < 1.0:
         raise UserError(f"--noise_rate {args.noise_rate} is outside [0, 1)")
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size {args.batch_size} must be at least 1")
+    if os.path.isdir(args.out):
+        raise UserError(f"--out {args.out} is a folder: pass the path of the CSV file to write")
+    check_device(args.device)
     if args.run:
         runs = load_recorded_runs(args.run)
         config = runs[0][1]
@@ -137,8 +141,12 @@ def main(argv=None):
         probs = average_probabilities(checkpoints, data, pick_device(args.device), args.batch_size)
         source = f"{len(checkpoints)} checkpoint(s)"
     noisy = idn_noisy_labels(probs, data.train_labels, args.noise_rate)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    save_noise_file(args.out, data.train_labels, noisy)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        save_noise_file(args.out, data.train_labels, noisy)
+    except OSError as exc:
+        raise UserError(f"--out {args.out} cannot be written ({exc.strerror or exc}): pass a "
+                        "writable path") from None
     print(f"{args.out}: {data.name}, {len(noisy)} labels, {int((noisy != data.train_labels).sum())} "
           f"flipped (noise rate {actual_noise_rate(data.train_labels, noisy):.4f}), "
           f"from {source}")

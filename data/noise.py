@@ -1,73 +1,102 @@
-"""Synthetic label noise: clean labels -> noisy labels (PROTOCOL §3).
+"""Label noise: clean labels -> noisy labels, and where each noise type's labels come from.
 
-Noisy labels depend only on (labels, noise type, rate, noise seed), never on the
-training seed. Every generator here draws from its own numpy Generator seeded by
-the noise seed. Besides the class-conditional types: instance-dependent (IDN) labels
-from a clean-trained network's probabilities, part-dependent instance noise, open-set
-image replacement, and label files in the SLN release's CSV format.
+make_noise(data, cfg) is the one dispatch on the noise type (the flags were checked by
+check_noise_fits when they were parsed). Noisy labels depend only on (data set, noise
+type, rate, noise seed or label file), never on the training seed; the engine saves
+them with the run, and noise.json records where they came from (provenance).
+
+Sources, by noise type:
+- class-conditional (symmetric, pairflip, asym, clean): drawn with the GLS release's
+  draw (noisify: one multinomial per sample from numpy.random.RandomState(noise_seed)),
+  or, with --noise_source release (the SLN scripts' default), read from the SLN
+  release's label file where it shipped one (label_noisy/<mode><rate>.csv).
+- dependent (IDN): always a file, the SLN release's or one made by python3 -m data.idn.
+- instance, openset, CIFAR-N twins: seeded generators below.
+- CIFAR-N human labels (data/cifarn.py) and Clothing1M's own labels (real): read.
 """
+import hashlib
+import os
+
 import numpy as np
 from scipy.stats import truncnorm
 
 from errors import UserError
 
+from .cifar import SPECS as CIFAR_SPECS, find_cifar_folder, load_cifar
+from .cifarn import CIFARN_TYPES, TWIN_TYPES, check_dataset as check_cifarn_dataset, cifarn_noisy_labels
+
 ALIASES = {"sym": "symmetric"}
+CLASS_CONDITIONAL = ("clean", "symmetric", "pairflip", "asym")
+NOISE_TYPES = CLASS_CONDITIONAL + ("dependent", "instance", "openset") + CIFARN_TYPES + ("real",)
+# Types whose labels do not depend on --noise_rate (it is ignored for them).
+RATE_FREE_NOISE = ("clean", "real") + CIFARN_TYPES
 
 # pairflip (GLS "asymmetric"): each class swaps with its partner, both directions.
 PAIRFLIP_PARTNER = {9: 1, 1: 9, 2: 0, 0: 2, 4: 7, 7: 4, 3: 5, 5: 3, 6: 8, 8: 6}
 # asym on CIFAR-10 (SLN): truck->automobile, bird->airplane, deer->horse, cat<->dog.
 ASYM_CIFAR10 = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 
+# The SLN release's label files (chenpf1025/SLN, data/<CIFAR10|CIFAR100>/label_noisy/), by
+# (data set, noise type, rate): their md5. The release reads <datapath>/label_noisy/<mode><rate>.csv.
+SLN_RELEASE_URL = "https://raw.githubusercontent.com/chenpf1025/SLN/master/data"
+SLN_MODE = {"symmetric": "sym", "asym": "asym", "dependent": "dependent"}
+SLN_FILES = {
+    ("cifar10", "symmetric", 0.4): "6f4d4b29f1767cc37367917b16760015",
+    ("cifar10", "asym", 0.4): "20c45fa0651d67efab8346d22c9b9f6d",
+    ("cifar10", "dependent", 0.4): "4e509dbb6b8459c76e410fd7640f1144",
+    ("cifar100", "symmetric", 0.4): "5be389bac76777b87c4ad67454574e00",
+    ("cifar100", "asym", 0.4): "8c063118587039d7234805711214b1c5",
+    ("cifar100", "dependent", 0.4): "bb0743666c8c32a68b1a8d7f78e10faa",
+}
+
 
 def canonical_noise_type(noise_type):
     return ALIASES.get(noise_type, noise_type)
 
 
-def _flip_target_map(noise_type, num_classes):
-    """For class-conditional single-target noise: array c -> where c flips to (or c)."""
-    target = np.arange(num_classes)
-    if noise_type == "pairflip":
-        if num_classes != 10:
-            raise UserError(f"pairflip noise is defined for 10 classes (CIFAR-10), not {num_classes}; "
-                            "use symmetric or asym noise")
-        for c, d in PAIRFLIP_PARTNER.items():
-            target[c] = d
-    elif noise_type == "asym":
-        if num_classes == 10:
-            for c, d in ASYM_CIFAR10.items():
-                target[c] = d
-        elif num_classes == 100:
-            target = (target + 1) % 100
-        else:
-            raise UserError(f"asym noise is defined for 10 or 100 classes, not {num_classes}")
-    return target
+# ---------------------------------------------------------------- class-conditional noise
+
+def class_conditional_matrix(noise_type, noise_rate, num_classes):
+    """The transition matrix P[i, j] = P(noisy = j | clean = i), built as the GLS release
+    builds it (data/utils.py of UCSC-REAL/negative-label-smoothing), so its float values,
+    and hence the draws, are the release's:
+
+    symmetric  r / (K - 1) off the diagonal, 1 - r on it
+    pairflip   1 - r on the diagonal, r to the partner (PAIRFLIP_PARTNER; 10 classes)
+    asym       CIFAR-10: 1 - r and r to the target for 9->1, 2->0, 4->7, 3<->5, other
+               classes keep their label; CIFAR-100: c -> (c + 1) mod 100 with prob r
+    clean      the identity
+    """
+    r, k = noise_rate, num_classes
+    if noise_type == "symmetric":
+        P = (r / (k - 1)) * np.ones((k, k))
+        np.fill_diagonal(P, 1.0 - r)
+        return P
+    P = np.eye(k)
+    flips = {"pairflip": PAIRFLIP_PARTNER, "clean": {},
+             "asym": ASYM_CIFAR10 if k == 10 else {c: (c + 1) % k for c in range(k)}}[noise_type]
+    for c, d in flips.items():
+        P[c, c], P[c, d] = 1.0 - r, r
+    return P
+
+
+def noisify(labels, P, seed=0):
+    """The GLS release's draw (co-teaching's multiclass_noisify): for each sample in train
+    order, one multinomial(1, P[y_i]) from numpy.random.RandomState(seed); its one-hot
+    is the noisy label. RandomState's stream is frozen by numpy, so seed 0 gives the
+    release's labels label for label. A Python loop: about a second for 50,000 labels."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.RandomState(seed)
+    return np.array([rng.multinomial(1, P[y]).argmax() for y in labels], dtype=np.int64)
 
 
 def make_noisy_labels(clean_labels, noise_type, noise_rate, num_classes, seed=0):
-    """Return noisy labels (np.int64) for the class-conditional noise types.
-
-    clean      : the labels unchanged.
-    symmetric  : with probability r the label moves to one of the other K-1 classes,
-                 uniformly (the true class is excluded, so r is the flip rate).
-    pairflip   : with probability r class c flips to its partner (PAIRFLIP_PARTNER).
-    asym       : with probability r, CIFAR-10 classes 9->1, 2->0, 4->7, 3<->5 flip;
-                 CIFAR-100 c -> (c+1) mod 100. Other classes keep their label.
-    """
+    """Noisy labels (np.int64) of a class-conditional noise type, drawn by noisify from
+    class_conditional_matrix. Rate 0 (where the release crashes) returns the labels."""
     clean = np.asarray(clean_labels, dtype=np.int64)
-    noise_type = canonical_noise_type(noise_type)
-    if not 0.0 <= noise_rate < 1.0:
-        raise UserError(f"--noise_rate {noise_rate} is outside [0, 1)")
-    rng = np.random.default_rng(seed)
-    if noise_type == "clean":
+    if noise_type == "clean" or noise_rate == 0:
         return clean.copy()
-    flip = rng.random(len(clean)) < noise_rate
-    if noise_type == "symmetric":
-        shift = rng.integers(1, num_classes, size=len(clean))
-        return np.where(flip, (clean + shift) % num_classes, clean)
-    if noise_type in ("pairflip", "asym"):
-        target = _flip_target_map(noise_type, num_classes)
-        return np.where(flip, target[clean], clean)
-    raise UserError(f"unknown class-conditional noise type {noise_type!r}")
+    return noisify(clean, class_conditional_matrix(noise_type, noise_rate, num_classes), seed)
 
 
 def actual_noise_rate(clean_labels, noisy_labels):
@@ -83,23 +112,37 @@ def transition_matrix(clean_labels, noisy_labels, num_classes):
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
 
+def twin_labels(clean, human, num_classes, seed):
+    """Synthetic twin of a human label set: labels drawn (noisify) from its empirical
+    transition matrix, so the per-class flip rates match and the instance dependence is gone."""
+    return noisify(clean, transition_matrix(clean, human, num_classes), seed)
+
+
 # ---------------------------------------------------------------- label files
+
+def file_md5(path):
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()
+
 
 def load_noise_file(path):
     """Read a `label,label_noisy` CSV (the SLN release's format: a header, then one row per
     training image in train order; LF or CRLF line ends) -> (clean, noisy) int64 arrays."""
     try:
-        with open(path) as f:  # universal newlines: CRLF reads as LF
+        with open(path, encoding="utf-8") as f:  # universal newlines: CRLF reads as LF
             header = f.readline().strip()
             rows = [line.strip().split(",") for line in f if line.strip()]
+    except UnicodeDecodeError:
+        raise UserError(f"noise file {path} is not a text CSV (it holds binary data); pass the "
+                        "`label,label_noisy` CSV of the SLN release's format") from None
     except OSError as exc:
         raise UserError(f"noise file {path} cannot be read ({exc.strerror}); check --noise_file") from None
     if header.replace(" ", "") != "label,label_noisy":
-        raise UserError(f"{path}: header {header!r}, expected 'label,label_noisy' (the SLN "
+        raise UserError(f"{path}: header {header[:80]!r}, expected 'label,label_noisy' (the SLN "
                         "release's format: clean and noisy label of each training image, in train order)")
     try:
         table = np.array(rows, dtype=np.int64).reshape(len(rows), 2)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UserError(f"{path}: every row must hold two integers, 'label,label_noisy'") from None
     return table[:, 0].copy(), table[:, 1].copy()
 
@@ -127,12 +170,61 @@ def save_noise_file(path, clean_labels, noisy_labels):
     np.savetxt(path, table, fmt="%d", delimiter=",", header="label,label_noisy", comments="")
 
 
+def sln_release_path(data_root, noise_type, noise_rate):
+    """Where the SLN release reads a mode's labels: <datapath>/label_noisy/<mode><rate>.csv
+    (dataset.py of chenpf1025/SLN; the rate printed as Python prints the float)."""
+    return os.path.join(data_root, "label_noisy", f"{SLN_MODE[noise_type]}{float(noise_rate)}.csv")
+
+
+def sln_release_url(dataset, noise_type, noise_rate):
+    folder = "CIFAR10" if dataset == "cifar10" else "CIFAR100"
+    return f"{SLN_RELEASE_URL}/{folder}/label_noisy/{SLN_MODE[noise_type]}{float(noise_rate)}.csv"
+
+
+def sln_release_file(dataset, noise_type, noise_rate, data_root, generate_flag):
+    """The SLN release's label file for this setting: the one at the release's path when
+    present, else downloaded there (md5 checked) when the release shipped it; None when
+    neither (the caller generates the labels). Offline, a missing shipped file is an error
+    naming the file, its URL and `generate_flag`, the way to draw labels instead."""
+    if noise_type not in SLN_MODE:
+        return None
+    path = sln_release_path(data_root, noise_type, noise_rate)
+    # A file there is read as the release reads it; only the CIFAR label files of the
+    # class-conditional types are looked for (a digits run must not pick up CIFAR's).
+    if os.path.isfile(path) and (dataset in CIFAR_SPECS or noise_type == "dependent"):
+        return path
+    md5 = SLN_FILES.get((dataset, noise_type, float(noise_rate)))
+    if md5 is None:
+        return None
+    url = sln_release_url(dataset, noise_type, noise_rate)
+    from torchvision.datasets.utils import download_url
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        download_url(url, os.path.dirname(path), os.path.basename(path), md5=md5)
+    except Exception as exc:  # offline, refused, or a damaged download: all end the same way
+        raise UserError(f"the SLN release's label file {path} is missing and could not be "
+                        f"downloaded ({exc.__class__.__name__}: {str(exc)[:200]}). Download {url} "
+                        f"(md5 {md5}) to {path}, pass it with --noise_file PATH, or draw the "
+                        f"labels instead with {generate_flag}") from None
+    if not os.path.isfile(path):
+        raise UserError(f"downloading {url} did not produce {path}; download it by hand")
+    return path
+
+
+def file_provenance(path, released_md5=None):
+    md5 = file_md5(path)
+    source = {"source": "file", "path": os.path.abspath(path), "md5": md5}
+    if released_md5 is not None:
+        source["released_file"] = md5 == released_md5
+    return source
+
+
 # ---------------------------------------------------------------- instance-dependent noise
 
 def idn_noisy_labels(probs, clean_labels, noise_rate):
-    """Instance-dependent noise (IDN, PROTOCOL §3) from a clean-trained network's probabilities.
+    """Instance-dependent noise (IDN) from a clean-trained network's probabilities.
 
-    probs (N, K): the network's softmax on the training set, averaged over checkpoints.
+    probs (N, K): the network's softmax on the training set, averaged over its epochs.
     w_i = argmax_{k != y_i} p_ik is sample i's most probable wrong class and q_i = p_{i w_i};
     the round(r * N) samples with the largest q_i flip to w_i (equal q_i: lower index first).
     The noise rate is exactly round(r * N) / N.
@@ -167,16 +259,19 @@ def instance_flip_probabilities(features, label, flip_rates, projection):
 
 
 def make_instance_noise(images, labels, noise_rate, num_classes, mean, std, seed=0, flip_std=0.1):
-    """Part-dependent instance noise (Xia et al., NeurIPS 2020), as in the GLS code base.
+    """Part-dependent instance noise after Xia et al. (NeurIPS 2020), our version.
 
     Each sample's flip rate f_i is drawn from a normal around r with std 0.1 truncated to
-    [0, 1]; each class c gets a random Gaussian projection W_c (D x K) of the image; the
-    noisy label is drawn from instance_flip_probabilities. The expected noise rate is
-    about r. images: uint8 (N, C, H, W), normalised with the data set's mean/std.
+    [0, 1]; each class c gets its own random Gaussian projection W_c (D x K) of the image
+    normalised with the data set's mean/std; the noisy label is drawn from
+    instance_flip_probabilities. The expected noise rate is about r.
+
+    The GLS release has an instance generator too (noisify_instance in its data/utils.py),
+    unused by its experiments and different from this one: one projection shared by all
+    classes, applied to raw uint8 pixels, and flip rates from an untruncated normal with
+    the draws outside (0, 1) skipped. Labels from the two differ.
     """
     clean = np.asarray(labels, dtype=np.int64)
-    if not 0.0 <= noise_rate < 1.0:
-        raise UserError(f"--noise_rate {noise_rate} is outside [0, 1)")
     rng = np.random.default_rng(seed)
     n = len(clean)
     low, high = (0.0 - noise_rate) / flip_std, (1.0 - noise_rate) / flip_std
@@ -199,8 +294,8 @@ def make_instance_noise(images, labels, noise_rate, num_classes, mean, std, seed
 # ---------------------------------------------------------------- open-set noise
 
 def replace_with_open_set(train_images, open_images, noise_rate, seed=0):
-    """Open-set noise (PROTOCOL §3): round(r * N) training images, chosen at random, are
-    replaced by distinct random images of another data set; their labels are kept.
+    """Open-set noise: round(r * N) training images, chosen at random, are replaced by
+    distinct random images of another data set; their labels are kept.
 
     Returns (images, replaced, sources): the new image array, the replaced training
     indices (sorted) and the open-set index each one received.
@@ -219,3 +314,117 @@ def replace_with_open_set(train_images, open_images, noise_rate, seed=0):
     images = train_images.copy()
     images[replaced] = open_images[sources]
     return images, replaced, sources
+
+
+def add_open_set(data, cfg):
+    """Open-set noise on CIFAR-10: round(r * N) training images become CIFAR-100 training
+    images, their CIFAR-10 labels kept (data.noise_arrays records which).
+
+    CIFAR-100 is looked for next to CIFAR-10: in --data_root itself (./data holding both
+    cifar-10-batches-py and cifar-100-python), or in the sibling folder CIFAR100 (the SLN
+    layout ./data/CIFAR10 and ./data/CIFAR100).
+    """
+    root = os.path.normpath(cfg.data_root)
+    parent = os.path.dirname(root) or "."
+    candidates = [root, os.path.join(parent, "CIFAR100"), parent]
+    archive = CIFAR_SPECS["cifar100"]["archive"]
+    found = [c for c in candidates
+             if find_cifar_folder("cifar100", c) or os.path.isfile(os.path.join(c, archive))]
+    if not found:
+        raise UserError(f"openset noise takes its images from CIFAR-100, not found in "
+                        f"{' or '.join(candidates)}: extract {archive} "
+                        f"({CIFAR_SPECS['cifar100']['url']}) into one of them")
+    open_images = load_cifar("cifar100", found[0], download=False)[0]
+    data.train_images, replaced, sources = replace_with_open_set(
+        data.train_images, open_images, cfg.noise_rate, cfg.noise_seed)
+    data.noise_arrays.update(open_set_index=replaced, open_set_source=sources)
+
+
+# ---------------------------------------------------------------- the dispatch
+
+def check_noise_fits(dataset, num_classes, noise_type, noise_file=None):
+    """Refuse, from the flags alone and before anything loads, a noise type that does not
+    exist for the data set: pairflip needs 10 classes, asym 10 or 100, openset CIFAR-10;
+    Clothing1M takes only `real` (its own labels), `real` only Clothing1M, and a CIFAR-N
+    type only the CIFAR it labels."""
+    if noise_type not in NOISE_TYPES:
+        raise UserError(f"unknown noise type {noise_type!r}; choose one of "
+                        f"{', '.join(NOISE_TYPES + tuple(ALIASES))}")
+    if noise_type == "pairflip" and num_classes != 10:
+        raise UserError(f"pairflip noise is defined for 10 classes (CIFAR-10), and {dataset} has "
+                        f"{num_classes}: use symmetric or asym noise")
+    if noise_type == "asym" and num_classes not in (10, 100):
+        raise UserError(f"asym noise is defined for CIFAR-10 and CIFAR-100, not {dataset}")
+    if noise_type == "openset" and noise_file:
+        raise UserError("--noise_file sets noisy labels, openset noise replaces images and "
+                        "keeps the labels: drop one of the two")
+    if noise_type == "openset" and dataset != "cifar10":
+        raise UserError(f"openset noise is defined for cifar10 (CIFAR-100 images under CIFAR-10 "
+                        f"labels), not {dataset}; choose another noise type")
+    if dataset == "clothing1m" and (noise_type != "real" or noise_file):
+        raise UserError(f"Clothing1M's labels are real noise with no clean labels to corrupt: use "
+                        f"noise type real (--noise_type/--noise_mode), not {noise_type!r}"
+                        + (", and no --noise_file" if noise_file else ""))
+    if noise_type == "real" and dataset != "clothing1m":
+        raise UserError(f"noise type real means a data set's own noisy labels (Clothing1M); "
+                        f"{dataset} has clean labels: for real human noise on CIFAR use a CIFAR-N "
+                        f"type ({', '.join(CIFARN_TYPES)})")
+    if noise_type in CIFARN_TYPES:
+        check_cifarn_dataset(noise_type, dataset)
+
+
+def make_noise(data, cfg):
+    """(noisy train labels, provenance) for cfg.noise_type; may also alter data (open-set
+    images). --noise_file takes the labels from a `label,label_noisy` CSV whatever the
+    type: the type and rate then only name the run, and the actual rate is measured."""
+    noise_type, seed = cfg.noise_type, cfg.noise_seed
+    generated = {"source": "generated", "noise_seed": seed}
+    if noise_type == "real":
+        return data.noisy_train_labels, {"source": "data set", "dataset": data.name}
+    if cfg.noise_file:
+        labels = noisy_labels_from_file(cfg.noise_file, data.train_labels, data.num_classes)
+        return labels, file_provenance(cfg.noise_file)
+    if noise_type == "dependent":
+        return dependent_labels(data, cfg)
+    if noise_type in CLASS_CONDITIONAL:
+        if getattr(cfg, "noise_source", "generate") == "release" and noise_type != "clean":
+            path = sln_release_file(data.name, noise_type, cfg.noise_rate, cfg.data_root,
+                                    "--noise_source generate")
+            if path is not None:
+                labels = noisy_labels_from_file(path, data.train_labels, data.num_classes)
+                released = SLN_FILES.get((data.name, noise_type, float(cfg.noise_rate)))
+                return labels, file_provenance(path, released)
+        labels = make_noisy_labels(data.train_labels, noise_type, cfg.noise_rate, data.num_classes, seed)
+        return labels, {**generated, "generator": "noisify (the GLS release's multinomial draw)"}
+    if noise_type in CIFARN_TYPES:
+        labels, path = cifarn_noisy_labels(data.name, data.train_labels, noise_type,
+                                           getattr(cfg, "noise_path", None), cfg.data_root)
+        if noise_type in TWIN_TYPES:
+            twin = twin_labels(data.train_labels, labels, data.num_classes, seed)
+            return twin, {**generated, "generator": "noisify from the human labels' transition matrix",
+                          **{f"human_{k}": v for k, v in file_provenance(path).items()}}
+        return labels, file_provenance(path)
+    if noise_type == "instance":
+        labels = make_instance_noise(data.train_images, data.train_labels, cfg.noise_rate,
+                                     data.num_classes, data.mean, data.std, seed)
+        return labels, {**generated, "generator": "part-dependent instance noise"}
+    add_open_set(data, cfg)  # openset: check_noise_fits refused every other name
+    return data.train_labels.copy(), {**generated, "generator": "open-set image replacement"}
+
+
+def dependent_labels(data, cfg):
+    """IDN labels from a file: the SLN release's layout <data_root>/label_noisy/dependent<rate>.csv
+    (downloaded when the release shipped it), or one made by python3 -m data.idn."""
+    path = sln_release_file(data.name, "dependent", cfg.noise_rate, cfg.data_root,
+                            "python3 -m data.idn (see its --help)")
+    if path is None:
+        path = sln_release_path(cfg.data_root, "dependent", cfg.noise_rate)
+        raise UserError(
+            f"dependent (IDN) noise reads its labels from a file and {path} does not exist. "
+            "Pass --noise_file PATH, or make the file from a network trained on clean labels:\n"
+            f"  python3 main_warmup.py --dataset {cfg.dataset} --noise_type clean --record_train_probs "
+            f"--data_root {cfg.data_root}\n"
+            f"  python3 -m data.idn --run RUN_DIR --noise_rate {cfg.noise_rate} "
+            f"--data_root {cfg.data_root} --out {path}")
+    labels = noisy_labels_from_file(path, data.train_labels, data.num_classes)
+    return labels, file_provenance(path, SLN_FILES.get((data.name, "dependent", float(cfg.noise_rate))))

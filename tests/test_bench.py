@@ -13,7 +13,7 @@ from data.loader import DeviceLoader
 from methods import GLS, SLN
 from models import build_model
 from errors import UserError
-from utils.engine import TrainContext, autocast_for, check_compiled, speed_settings, train_step
+from utils.engine import EpochStats, TrainContext, autocast_for, check_compiled, speed_settings, train_step
 
 THROUGHPUT_KEYS = ("reference_img_s", "project_img_s", "speedup", "loader_reference_img_s",
                    "loader_project_img_s", "loader_speedup", "loader_overhead_frac",
@@ -80,7 +80,7 @@ def test_bf16_channels_last_step_computes_the_fp32_loss(name):
 
 
 def test_speed_settings_keep_the_cpu_in_fp32():
-    precision, autocast, channels_last = speed_settings(torch.device("cpu"), "auto")
+    precision, autocast, channels_last = speed_settings(torch.device("cpu"), "fp32")
     assert (precision, channels_last) == ("fp32", False)
     with autocast():
         assert not torch.is_autocast_enabled("cpu")
@@ -88,11 +88,13 @@ def test_speed_settings_keep_the_cpu_in_fp32():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the host-sync check needs one")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("method_name", ["gls", "sln"])
-def test_cuda_training_step_never_waits_for_the_host(method_name):
+def test_cuda_training_step_never_waits_for_the_host(method_name, precision):
+    """The engine's step and its bookkeeping (EpochStats) run without a host sync."""
     device = torch.device("cuda")
-    precision, autocast, channels_last = speed_settings(device, "auto")
-    assert (precision, channels_last) == ("bf16", True)
+    precision, autocast, channels_last = speed_settings(device, precision)
+    assert channels_last
     images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
     loader = DeviceLoader(images, torch.randint(0, 10, (256,)), 32, (0.5,) * 3, (0.25,) * 3, device,
                           train=True, channels_last=channels_last)
@@ -102,12 +104,15 @@ def test_cuda_training_step_never_waits_for_the_host(method_name):
     method.setup(TrainContext(cfg=None, device=device, model=model, num_classes=10,
                               noisy_labels=loader.labels, train_eval_loader=None, autocast=autocast))
     batches = iter(loader)
+    stats = EpochStats(device, loader.labels)
     train_step(model, model, opt, method, autocast, *next(batches))  # cuDNN autotuning may sync once
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any host sync now raises
     try:
-        for _ in range(3):
-            train_step(model, model, opt, method, autocast, *next(batches))
+        for step in range(3):
+            x, y, idx = next(batches)
+            loss, logits = train_step(model, model, opt, method, autocast, x, y, idx)
+            stats.add(step, loss, logits, y, idx)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

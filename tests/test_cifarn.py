@@ -9,8 +9,8 @@ import torch
 
 from conftest import read_json, run_cli, run_in_process, shared_file, write_fake_cifar
 from data import cifarn
-from data.cifarn import load_human_labels, read_label_file, twin_labels
-from data.noise import actual_noise_rate, transition_matrix
+from data.cifarn import load_human_labels, read_label_file
+from data.noise import actual_noise_rate, transition_matrix, twin_labels
 from errors import UserError
 
 # ../shared/data/README.md: fraction of labels that differ from clean_label.
@@ -83,9 +83,8 @@ def test_missing_file_is_downloaded_from_the_repository(tmp_path, monkeypatch):
         write_label_file(os.path.join(root, filename), clean_label=[1, 2], aggre_label=[1, 3])
 
     monkeypatch.setattr(tv_utils, "download_url", fake_download)
-    labels = cifarn.cifarn_noisy_labels("cifar10", np.array([1, 2]), 10, "aggre", None,
-                                        str(tmp_path), seed=0)
-    assert labels.tolist() == [1, 3]
+    labels, path = cifarn.cifarn_noisy_labels("cifar10", np.array([1, 2]), "aggre", None, str(tmp_path))
+    assert labels.tolist() == [1, 3] and path == os.path.join(tmp_path, "CIFAR-10_human.pt")
     assert calls == [("https://raw.githubusercontent.com/UCSC-REAL/cifar-10-100n/main/data/CIFAR-10_human.pt",
                       str(tmp_path), "CIFAR-10_human.pt", "96644db5574813cae939af5f7f2a0aec")]
 
@@ -99,8 +98,7 @@ def test_offline_the_error_says_where_to_put_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(tv_utils, "download_url", offline)
     target = os.path.join(tmp_path, "CIFAR-100_human.pt")
     with pytest.raises(UserError) as err:
-        cifarn.cifarn_noisy_labels("cifar100", np.zeros(5, np.int64), 100, "noisy100", None,
-                                   str(tmp_path), seed=0)
+        cifarn.cifarn_noisy_labels("cifar100", np.zeros(5, np.int64), "noisy100", None, str(tmp_path))
     message = str(err.value)
     assert target in message and "UCSC-REAL/cifar-10-100n" in message and "--noise_path" in message
 
@@ -135,14 +133,16 @@ def test_label_file_of_another_length_is_an_error(tmp_path):
     _, labels = write_fake_cifar(str(tmp_path), n_train=100, n_test=10)
     path = write_label_file(tmp_path / "short.pt", clean_label=labels[:99], worse_label=labels[:99])
     with pytest.raises(UserError, match="99 vs 100 labels"):
-        cifarn.cifarn_noisy_labels("cifar10", labels, 10, "worst", path, str(tmp_path), seed=0)
+        cifarn.cifarn_noisy_labels("cifar10", labels, "worst", path, str(tmp_path))
 
 
 # ---------------------------------------------------------------- the synthetic twin
 
 def test_twin_reproduces_the_per_class_flip_rates_of_worst():
     noisy, clean = load_human_labels(cifar10n(), "worst")
-    twin = cifarn.cifarn_noisy_labels("cifar10", clean, 10, "worst_twin", cifar10n(), ".", seed=0)
+    human, path = cifarn.cifarn_noisy_labels("cifar10", clean, "worst_twin", cifar10n(), ".")
+    assert np.array_equal(human, noisy) and path == cifar10n()  # the twin copies the worst labels
+    twin = twin_labels(clean, human, 10, seed=0)
     T_human, T_twin = transition_matrix(clean, noisy, 10), transition_matrix(clean, twin, 10)
     # 5,000 samples a class: a rate's standard error is at most 0.007.
     assert np.abs(np.diag(T_twin) - np.diag(T_human)).max() < 0.03

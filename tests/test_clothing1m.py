@@ -284,8 +284,9 @@ def test_sln_script_trains_on_the_released_layout_with_soft_label_correction(rel
     assert os.path.basename(run).startswith("clothing1m-real-resnet50-slnmolc-sigma0.2-c1")
     summary = read_json(os.path.join(run, "summary.json"))
     assert summary["status"] == "finished" and summary["actual_noise_rate"] is None
-    assert read_json(os.path.join(run, "noise.json")) == {"actual_noise_rate": None,
-                                                          "transition_matrix": None}
+    assert read_json(os.path.join(run, "noise.json")) == {
+        "actual_noise_rate": None, "transition_matrix": None,
+        "provenance": {"source": "data set", "dataset": "clothing1m"}}
     rows = read_csv(os.path.join(run, "metrics.csv"))
     assert [float(r["lr"]) for r in rows] == [1e-3, 1e-4]
     for suffix in ("", "_ema"):

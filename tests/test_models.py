@@ -1,6 +1,8 @@
-"""models/: output shapes and parameter counts of PROTOCOL §4."""
+"""models/: output shapes and parameter counts of the papers' networks."""
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from errors import UserError
 from models import build_model
@@ -11,7 +13,7 @@ def n_params(model):
 
 
 @pytest.mark.parametrize("name,expected", [
-    ("resnet34", 21_282_122),   # PROTOCOL §4
+    ("resnet34", 21_282_122),   # the GLS paper's ResNet-34
     ("resnet", 21_282_122),     # the released default name is ResNet-34
     ("resnet18", 11_173_962),
     # He et al.'s final BN-ReLU before pooling: 1,024 parameters more than variants without it.
@@ -21,10 +23,74 @@ def test_resnet_parameter_counts(name, expected):
     assert n_params(build_model(name, 10)) == expected
 
 
-def test_wrn28_2_parameter_count():
-    count = n_params(build_model("wrn28_2", 10))
-    assert count == 1_467_610
-    assert round(count / 1e6, 2) == 1.47
+class ReleasedWideBasic(nn.Module):
+    """The SLN release's block (chenpf1025/SLN networks/wideresnet.py:21-45, dropout 0),
+    written again here: biased convolutions, the stride on conv2, the shortcut from x."""
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, padding=1, bias=True)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=True))
+
+    def forward(self, x):
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + self.shortcut(x)
+
+
+class ReleasedWideResNet(nn.Module):
+    """The release's Wide_ResNet(depth 28, widen factor 2) (networks/wideresnet.py:47-88)."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        stages, in_planes = [16, 32, 64, 128], 16
+        self.conv1 = nn.Conv2d(3, 16, kernel_size=3, stride=1, padding=1, bias=True)
+        layers = []
+        for planes, stride in zip(stages[1:], (1, 2, 2)):
+            blocks = []
+            for s in [stride] + [1] * 3:
+                blocks.append(ReleasedWideBasic(in_planes, planes, s))
+                in_planes = planes
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.bn1 = nn.BatchNorm2d(128, momentum=0.9)
+        self.linear = nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        out = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        out = F.relu(self.bn1(out))
+        out = F.avg_pool2d(out, 8)
+        return self.linear(out.view(out.size(0), -1))
+
+
+def test_wrn28_2_is_the_released_network():
+    """1,469,642 parameters for 10 classes (1,467,610 before the release's biases and
+    shortcut were reproduced); every conv biased; final BN momentum 0.9; and the same
+    outputs as the release's network given the same weights, in train and eval mode
+    (train mode also moves the running statistics alike)."""
+    ours = build_model("wrn28_2", 10)
+    assert n_params(ours) == 1_469_642
+    convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 + 24 + 3 and all(c.bias is not None for c in convs)
+    assert ours.bn.momentum == 0.9
+    assert [m.momentum for m in ours.modules() if isinstance(m, nn.BatchNorm2d)][:-1] == [0.1] * 24
+    release = ReleasedWideResNet(10)
+    assert n_params(release) == 1_469_642
+    # Same tensors in the same order: copy by position, shapes checked by load_state_dict.
+    mapped = dict(zip(release.state_dict().keys(), ours.state_dict().values()))
+    release.load_state_dict(mapped)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ours.train(), release.train()
+    assert torch.allclose(ours(x), release(x), atol=1e-5)
+    for a, b in zip(ours.state_dict().values(), release.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)  # running statistics moved alike
+    ours.eval(), release.eval()
+    assert torch.allclose(ours(x), release(x), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet34", "preact_resnet18", "wrn28_2"])

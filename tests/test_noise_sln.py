@@ -14,13 +14,13 @@ from conftest import TINY, read_json, shared_file, write_fake_cifar
 from data import load_dataset, prepare_data
 from data.idn import average_probabilities, load_clean_checkpoints
 from data.idn import main as idn_main
-from data.noise import (ASYM_CIFAR10, idn_noisy_labels, instance_flip_probabilities,
+from data.noise import (ASYM_CIFAR10, check_noise_fits, idn_noisy_labels, instance_flip_probabilities,
                         load_noise_file, make_instance_noise, noisy_labels_from_file,
                         replace_with_open_set, save_noise_file)
 from errors import UserError
 from main_warmup import DEFAULTS as WARMUP_DEFAULTS
 from main_warmup import main as warmup_main
-from utils.cli import gls_parser, sln_parser
+from utils.cli import gls_parser, sln_parser, validate_gls, validate_sln
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -124,6 +124,8 @@ def test_every_label_noise_name_works_in_both_parsers(name):
     common = ["--dataset", "digits", "--noise_rate", "0.3"]
     gls = gls_parser("", WARMUP_DEFAULTS).parse_args([*common, "--noise_type", name])
     sln = sln_parser("", noise_cifar_train.DEFAULTS).parse_args([*common, "--noise_mode", name])
+    validate_gls(gls)
+    validate_sln(sln)
     gls_labels, sln_labels = prepare_data(gls)[1], prepare_data(sln)[1]
     assert np.array_equal(gls_labels, sln_labels)
     clean = load_dataset("digits").train_labels
@@ -192,9 +194,9 @@ def test_recorded_train_probs_average_every_epoch_and_make_the_idn_labels(tmp_pa
     weights = []
     save_epoch = utils.engine.save_epoch
 
-    def capture(folder, cfg, model, *args):
-        weights.append({k: v.clone() for k, v in model.state_dict().items()})
-        return save_epoch(folder, cfg, model, *args)
+    def capture(folder, cfg, run, *args):
+        weights.append({k: v.clone() for k, v in run.model.state_dict().items()})
+        return save_epoch(folder, cfg, run, *args)
 
     monkeypatch.setattr(utils.engine, "save_epoch", capture)
     assert warmup_main([*TINY, "--noise_type", "clean", "--n_epoch", "3", "--lr", "0.05",
@@ -279,7 +281,7 @@ def test_instance_noise_is_seeded_instance_dependent_and_near_the_rate():
 
 def openset_cfg(root, dataset="cifar10", rate=0.3, seed=0):
     return SimpleNamespace(dataset=dataset, data_root=str(root), noise_type="openset",
-                           noise_rate=rate, noise_seed=seed, noise_file=None)
+                           noise_rate=rate, noise_seed=seed, noise_file=None, noise_source="generate")
 
 
 @pytest.mark.parametrize("layout", ["sln", "gls"])
@@ -289,7 +291,7 @@ def test_openset_replaces_exactly_round_rN_images_by_cifar100_images(tmp_path, l
     cifar100_root = tmp_path / "CIFAR100" if layout == "sln" else tmp_path
     original, clean = write_fake_cifar(str(cifar10_root), "cifar10", n_train=101, n_test=10, seed=1)
     open_images, _ = write_fake_cifar(str(cifar100_root), "cifar100", n_train=150, n_test=10, seed=2)
-    data, noisy = prepare_data(openset_cfg(cifar10_root))
+    data, noisy, _ = prepare_data(openset_cfg(cifar10_root))
     changed = np.flatnonzero((data.train_images != original).any(axis=(1, 2, 3)))
     assert len(changed) == round(0.3 * 101) == 30
     pool = {img.tobytes() for img in open_images}
@@ -297,9 +299,9 @@ def test_openset_replaces_exactly_round_rN_images_by_cifar100_images(tmp_path, l
     assert len({data.train_images[i].tobytes() for i in changed}) == 30  # distinct images
     assert np.array_equal(noisy, clean) and np.array_equal(data.train_labels, clean)
     assert np.array_equal(data.noise_arrays["open_set_index"], changed)
-    again, _ = prepare_data(openset_cfg(cifar10_root))
+    again, _, _ = prepare_data(openset_cfg(cifar10_root))
     assert np.array_equal(again.train_images, data.train_images)  # same seed, same choice
-    other, _ = prepare_data(openset_cfg(cifar10_root, seed=1))
+    other, _, _ = prepare_data(openset_cfg(cifar10_root, seed=1))
     assert not np.array_equal(other.noise_arrays["open_set_index"], changed)
 
 
@@ -317,12 +319,11 @@ def test_openset_errors(tmp_path):
     write_fake_cifar(str(tmp_path / "CIFAR10"), "cifar10", n_train=20, n_test=10)
     with pytest.raises(UserError, match="from CIFAR-100, not found in .*CIFAR100"):
         prepare_data(openset_cfg(tmp_path / "CIFAR10"))
+    # the flag checks, made before anything loads
     with pytest.raises(UserError, match="defined for cifar10"):
-        prepare_data(openset_cfg(tmp_path, dataset="digits"))
-    cfg = openset_cfg(tmp_path / "CIFAR10")
-    cfg.noise_file = str(tmp_path / "x.csv")
+        check_noise_fits("digits", 10, "openset")
     with pytest.raises(UserError, match="--noise_file"):
-        prepare_data(cfg)
+        check_noise_fits("cifar10", 10, "openset", str(tmp_path / "x.csv"))
 
 
 def test_openset_run_saves_which_images_were_replaced(tmp_path):

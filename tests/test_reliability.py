@@ -53,8 +53,7 @@ def finished_run(tmp_path_factory):
     (["--noise_type", "pairflip", "--dataset", "cifar100"], "pairflip"),
     (["--noise_type", "banana"], "unknown noise type 'banana'"),
     (["--record_train_probs", "--val_fraction", "0.1"], "--record_train_probs predicts every training image"),
-    # --resume and --device do not change the run folder: a new seed makes it a new run.
-    (["--resume", "--seed", "9"], "holds no run: drop --resume"),
+    (["--resume", "--overwrite"], "contradict each other"),
     (["--device", "cuda:7", "--seed", "9"], "--device cuda:7"),
 ])
 def test_bad_input_is_a_clear_error_and_destroys_nothing(finished_run, extra, expected):
@@ -71,7 +70,7 @@ def test_bad_input_is_a_clear_error_and_destroys_nothing(finished_run, extra, ex
 def test_rerunning_a_finished_run_refuses_unless_overwrite(finished_run):
     argv, _, folder = finished_run
     before = folder_digest(folder)
-    assert "already holds a finished run. Pass --overwrite" in user_error("main_GLS_direct_train", argv)
+    assert "already holds a finished run. Pass --if_exists auto" in user_error("main_GLS_direct_train", argv)
     assert folder_digest(folder) == before
 
 
@@ -81,9 +80,9 @@ def test_unfinished_folder_without_resume_refuses_with_hint(tmp_path):
     (folder,) = [os.path.join(tmp_path, "main_warmup", d) for d in os.listdir(tmp_path / "main_warmup")]
     summary = read_json(os.path.join(folder, "summary.json"))
     RunFolder(folder).write_json("summary.json", {**summary, "status": "interrupted"})
-    assert "Pass --resume to continue it" in user_error("main_warmup", argv)
+    assert "--if_exists auto (or --resume) continues it" in user_error("main_warmup", argv)
     os.remove(os.path.join(folder, "last.pt"))
-    assert "has no checkpoint (last.pt)" in user_error("main_warmup", argv + ["--resume"])
+    assert "it has no checkpoint (last.pt) to continue from" in user_error("main_warmup", argv)
 
 
 def test_bad_input_on_the_command_line_exits_2_without_traceback(tmp_path):
@@ -112,7 +111,11 @@ def test_a_loss_beyond_the_bound_stops_the_run_as_diverged(tmp_path, capsys):
     argv = TINY + ["--n_epoch", "3", "--result_dir", str(tmp_path), "--loss_bound", "0.5"]
     assert run_in_process("main_GLS_direct_train", argv) == 3
     out = capsys.readouterr().out
-    assert "diverged at epoch 1, step 0" in out and "warm-up" in out
+    # It names what diverged, and blames no negative smooth rate: this one is positive.
+    assert "diverged at epoch 1, step 0: the batch loss was" in out and "beyond --loss_bound 0.5" in out
+    assert "warm-up" not in out and "Negative smoothing" not in out
+    assert run_in_process("main_GLS_direct_train", argv + ["--smooth_rate", "-2"]) == 3
+    assert "Negative smoothing is unbounded below" in capsys.readouterr().out
     folder = out.strip().splitlines()[-1].split("results: ")[1]
     summary = read_json(os.path.join(folder, "summary.json"))
     assert summary["status"] == "diverged"

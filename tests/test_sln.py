@@ -2,6 +2,7 @@
 (momentum model, label correction, checkpoint state) and noise_cifar_train.py."""
 import contextlib
 import math
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 import noise_cifar_train
 from conftest import TINY, InterruptedSLN, read_csv, read_json, write_fake_cifar
+from data.noise import make_noisy_labels, save_noise_file
 from errors import UserError
 from loss import corrected_targets, sln_targets, soft_cross_entropy
 from methods import SLN
@@ -67,8 +69,29 @@ def test_corrected_targets_hand_computed_example():
     soft = torch.tensor([[1 / 2, 1 / 4, 1 / 4],
                          [5 / 16, 5 / 8, 1 / 16],   # 1/2 * (0, 1, 0) + 1/2 * (5/8, 1/4, 1/8)
                          [0.0, 0.0, 1.0]])
-    assert torch.allclose(corrected_targets(logits, labels), hard, atol=1e-6)
-    assert torch.allclose(corrected_targets(logits, labels, soft=True), soft, atol=1e-6)
+    onehot = F.one_hot(labels, 3).float()
+    assert torch.allclose(corrected_targets(logits, labels, onehot), hard, atol=1e-6)
+    assert torch.allclose(corrected_targets(logits, labels, onehot, soft=True), soft, atol=1e-6)
+
+
+def test_corrected_targets_measure_the_loss_against_the_current_targets():
+    """From the second correction on the loss is -sum_k t_ik log p_ik against the current
+    soft targets t (the release's utils.py:get_output, 2-D targets), while the mixing
+    keeps the noisy one-hot. Here t moves sample 0's loss to the top: 0.5 ln 2 + 0.5 * 3 ln 2."""
+    probs = torch.tensor([[1 / 2, 1 / 4, 1 / 8, 1 / 8],
+                          [1 / 8, 1 / 2, 1 / 4, 1 / 8],
+                          [1 / 4, 1 / 4, 1 / 4, 1 / 4]])
+    labels = torch.tensor([0, 1, 3])
+    current = torch.tensor([[0.5, 0.0, 0.5, 0.0],     # loss 0.5 ln 2 + 0.5 * 3 ln 2 = 2 ln 2
+                            [0.0, 1.0, 0.0, 0.0],     # ln 2
+                            [0.0, 0.0, 0.0, 1.0]])    # 2 ln 2
+    l = torch.tensor([1.0, 0.0, 1.0])[:, None]
+    prediction = F.one_hot(probs.argmax(1), 4).float()
+    expected = l * F.one_hot(labels, 4).float() + (1 - l) * prediction
+    assert torch.allclose(corrected_targets(probs.log(), labels, current), expected, atol=1e-6)
+    # against the noisy one-hot instead, sample 0 has the lowest loss (ln 2) and takes its prediction
+    again = corrected_targets(probs.log(), labels, F.one_hot(labels, 4).float())
+    assert torch.equal(again[0], prediction[0])
 
 
 # ---------------------------------------------------------------- the momentum model
@@ -78,16 +101,19 @@ def small_bn_model():
     return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
 
 
-def fake_ctx(model, x=None, labels=None, batch=4):
-    """The engine's TrainContext over a toy training set; the unaugmented training
-    loader yields its batches out of order, as a loader over a subset could."""
-    batches = []
+def fake_ctx(model, x=None, labels=None, batch=4, x_aug=None):
+    """The engine's TrainContext over a toy training set; the training loaders yield their
+    batches out of order, as a loader over a subset could. The augmented one yields
+    `x_aug` (default: x itself)."""
+    plain, augmented = [], []
     if x is not None:
+        x_aug = x if x_aug is None else x_aug
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-        batches = [(x[i], labels[i], i) for i in order.split(batch)]
+        plain = [(x[i], labels[i], i) for i in order.split(batch)]
+        augmented = [(x_aug[i], labels[i], i) for i in order.split(batch)]
     return TrainContext(cfg=None, model=model, device=torch.device("cpu"), num_classes=3,
-                        noisy_labels=labels, train_eval_loader=batches,
-                        autocast=contextlib.nullcontext)
+                        noisy_labels=labels, train_eval_loader=plain,
+                        autocast=contextlib.nullcontext, train_aug_loader=augmented)
 
 
 def test_ema_starts_equal_and_is_a_separate_copy():
@@ -150,7 +176,7 @@ def test_label_correction_starts_after_correction_epochs_and_sets_sigma_to_zero(
     method.start_epoch(2, ctx)
     assert method.sigma == 0.0
     with torch.no_grad():
-        expected = corrected_targets(method.ema.eval()(x), labels)
+        expected = corrected_targets(method.ema.eval()(x), labels, F.one_hot(labels, 3).float())
     assert torch.allclose(method.targets, expected)
     # The corrected phase trains on the table rows of the batch's samples, with no noise.
     idx = torch.tensor([7, 2, 5])
@@ -166,15 +192,88 @@ def test_label_correction_over_a_subset_normalises_over_that_subset():
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
     ctx = fake_ctx(model, x, labels)
     subset = torch.tensor([8, 1, 4, 6])
-    ctx.train_eval_loader = [(x[subset], labels[subset], subset)]
+    ctx.train_eval_loader = ctx.train_aug_loader = [(x[subset], labels[subset], subset)]
     method = SLN(0.5, ema_decay=0.9, correction=1, n_epoch=3)
     method.setup(ctx)
     method.start_epoch(1, ctx)
     with torch.no_grad():
-        expected = corrected_targets(method.ema(x[subset]), labels[subset])
+        expected = corrected_targets(method.ema(x[subset]), labels[subset], F.one_hot(labels[subset], 3).float())
     assert torch.allclose(method.targets[subset], expected)
     rest = torch.tensor([0, 2, 3, 5, 7, 9])
     assert torch.equal(method.targets[rest], F.one_hot(labels[rest], 3).float())
+
+
+def release_corrections(ema_outputs, noisy, soft, carry):
+    """An independent computation of the release's label correction, epoch after epoch
+    (chenpf1025/SLN noise_cifar_train.py:87-97 and utils.py:63-81; Clothing1M:
+    noise_clothing1m_train.py:109-128). `ema_outputs`: the momentum model's logits at each
+    correction, in numpy. The training set's targets start as the noisy labels (1-D: the
+    loss is cross-entropy); each correction replaces them with soft targets, which the next
+    correction's loss is measured against (2-D), unless the data set is rebuilt each epoch
+    (carry=False, Clothing1M). The mixing always uses the noisy one-hot."""
+    k = ema_outputs[0].shape[1]
+    noisy_targets = np.eye(k)[noisy]
+    dataset_targets = noisy  # 1-D until the first correction
+    history = []
+    for logits in ema_outputs:
+        log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        if dataset_targets.ndim == 1:
+            losses = -log_softmax[np.arange(len(noisy)), dataset_targets]
+        else:
+            losses = -np.sum(log_softmax * dataset_targets, axis=1)
+        output = np.exp(log_softmax)
+        if not soft:
+            output = np.eye(k)[output.argmax(axis=1)]
+        losses = (losses - min(losses)) / (max(losses) - min(losses))
+        targets = losses.reshape(-1, 1) * noisy_targets + (1 - losses.reshape(-1, 1)) * output
+        history.append(targets)
+        dataset_targets = targets if carry else noisy
+    return history
+
+
+@pytest.mark.parametrize("soft,carry", [(False, True), (True, False)])
+def test_three_consecutive_corrections_match_the_release(soft, carry):
+    """CIFAR (hard, targets carried) and Clothing1M (soft, fresh noisy targets each epoch):
+    three corrections in a row, the momentum model changing between them, against
+    release_corrections."""
+    torch.manual_seed(0)
+    model = small_bn_model()
+    x = torch.randn(12, 4, generator=torch.Generator().manual_seed(7))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+    ctx = fake_ctx(model, x, labels)
+    method = SLN(0.5, ema_decay=0.9, correction=1, n_epoch=5, soft=soft, carry_targets=carry)
+    method.setup(ctx)
+    got, outputs = [], []
+    for epoch in (1, 2, 3):
+        with torch.no_grad():  # the momentum model moves between corrections
+            method.ema[3].weight.add_(torch.randn(3, 6, generator=torch.Generator().manual_seed(epoch)))
+            outputs.append(method.ema.eval()(x).double().numpy())
+        method.start_epoch(epoch, ctx)
+        got.append(method.targets.double().numpy())
+    expected = release_corrections(outputs, labels.numpy(), soft, carry)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+    # carrying the targets changes the third correction: the two rules differ here
+    other = release_corrections(outputs, labels.numpy(), soft, not carry)
+    assert np.abs(other[2] - expected[2]).max() > 0.05
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_correction_predicts_on_augmented_images_unless_asked_not_to(augment):
+    """--correction_aug on (the default, as released) predicts through the training
+    augmentation; off on the images themselves."""
+    model = small_bn_model()
+    x = torch.randn(10, 4, generator=torch.Generator().manual_seed(8))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    x_aug = x.flip(0) * 3  # anything the plain loader never yields
+    ctx = fake_ctx(model, x, labels, x_aug=x_aug)
+    method = SLN(0.5, ema_decay=0.9, correction=1, n_epoch=3, correction_aug=augment)
+    method.setup(ctx)
+    method.start_epoch(1, ctx)
+    with torch.no_grad():
+        seen = method.ema.eval()(x_aug if augment else x)
+    expected = corrected_targets(seen, labels, F.one_hot(labels, 3).float())
+    assert torch.allclose(method.targets, expected)
 
 
 @pytest.mark.parametrize("correction, n_epoch, corrects", [
@@ -241,9 +340,13 @@ def test_gpu_id_picks_the_cuda_device(monkeypatch):
 
 
 def test_released_cifar100_command_runs(tmp_path):
-    """The seed command line, unchanged, plus a short run on a small fake CIFAR-100."""
+    """The seed command line, unchanged, plus a short run on a small fake CIFAR-100 laid
+    out as the SLN release reads it: its labels from <datapath>/label_noisy/asym0.4.csv."""
     root = tmp_path / "CIFAR100"
     _, clean = write_fake_cifar(str(root), "cifar100", n_train=200, n_test=50)
+    os.makedirs(root / "label_noisy")
+    in_file = make_noisy_labels(clean, "asym", 0.4, 100, seed=5)
+    save_noise_file(root / "label_noisy" / "asym0.4.csv", clean, in_file)
     code = noise_cifar_train.main([
         "--sigma", "0.2", "--noise_mode", "asym", "--correction", "250", "--dataset", "cifar100",
         "--num_class", "100", "--datapath", str(root),
@@ -253,8 +356,10 @@ def test_released_cifar100_command_runs(tmp_path):
     (folder,) = (tmp_path / "results" / "noise_cifar_train").iterdir()
     assert folder.name.startswith("cifar100-asym0.4-resnet18-slnmo-sigma0.2-seed0-")
     noisy = np.load(folder / "noisy_labels.npy")
-    flipped = noisy != clean
-    assert np.array_equal(noisy[flipped], (clean[flipped] + 1) % 100)  # asym on 100 classes
+    assert np.array_equal(noisy, in_file)
+    provenance = read_json(folder / "noise.json")["provenance"]
+    assert provenance["source"] == "file" and provenance["path"].endswith("label_noisy/asym0.4.csv")
+    assert provenance["released_file"] is False  # not the released 50,000-row file
     summary = read_json(folder / "summary.json")
     assert summary["status"] == "finished" and "last_test_acc_ema" in summary
 

@@ -1,18 +1,20 @@
 """The training engine: one loop for every script and every method.
 
-run(cfg, script, method) takes a run from flags to results: data and noisy labels,
-model, optimiser and lr plan, the epoch loop, evaluation, checkpoints, metrics and
-summary (utils/results.py), resume, divergence and interruption.
+run(cfg, script, method) takes a run from flags to results: it claims the run folder
+(utils/results.py: one process per folder, --if_exists), prepares data, noisy labels,
+model, optimiser and loaders (prepare_run: everything that can refuse, before the first
+file is written), then trains epoch by epoch (train_one_epoch), evaluates, and writes
+metrics, summary and checkpoints; divergence and signals end it cleanly.
 
 Speed rules of the loop: data come from a DeviceLoader already on the device (on
-Clothing1M from worker processes decoding JPEGs, data/clothing1m.py); the
-step never copies to the host (metrics accumulate in device tensors and are read
-once per epoch; the divergence flag is read every --print_freq steps); bf16
-autocast and channels-last on CUDA.
+Clothing1M from worker processes decoding JPEGs, data/clothing1m.py); the step never
+copies to the host: metrics accumulate in device tensors (EpochStats) read once per
+epoch, the divergence flag every --print_freq steps. bf16 autocast only with
+--precision bf16; channels-last and cuDNN autotuning on CUDA.
 """
 import contextlib
+import hashlib
 import math
-import os
 import random
 import signal
 import time
@@ -20,17 +22,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import hold_out_validation, prepare_data
-from data.noise import transition_matrix
+from data.noise import RATE_FREE_NOISE, transition_matrix
 from errors import UserError
 from models import build_model
 
-from .results import load_checkpoint, open_run_folder, result_settings, run_dir
+from .results import claim_run_folder, load_checkpoint, result_settings, run_dir
 
 EXIT_DIVERGED = 3
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+ECE_BINS = 15
 
 
 # ---------------------------------------------------------------- set-up helpers
@@ -55,13 +59,6 @@ def pick_device(name="auto"):
     return device
 
 
-def resolve_precision(precision, device):
-    """'auto' is bf16 on CUDA and fp32 on the CPU."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
 def autocast_for(device, precision):
     if precision == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
@@ -71,12 +68,12 @@ def autocast_for(device, precision):
 def speed_settings(device, precision):
     """The GPU path, shared with bench/throughput.py: (precision, autocast, channels_last).
 
-    On CUDA: bf16 autocast unless --precision fp32, channels-last tensors (the layout of
-    the tensor-core convolution kernels, so cuDNN inserts no transposes) and cuDNN
-    autotuning (the batch shape never changes, so the search is paid once). The CPU
-    keeps fp32 and the default layout.
+    The papers trained in fp32, and so does the default (--precision fp32; on CUDA with
+    the TF32 convolutions PyTorch allows by default); --precision bf16 autocasts. On CUDA:
+    channels-last tensors (the layout of the tensor-core convolution kernels, so cuDNN
+    inserts no transposes) and cuDNN autotuning (the batch shape never changes, so the
+    search is paid once). The CPU keeps the default layout.
     """
-    precision = resolve_precision(precision, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return precision, autocast_for(device, precision), device.type == "cuda"
@@ -84,8 +81,9 @@ def speed_settings(device, precision):
 
 def lr_at(epoch, base_lr, milestones, gamma, n_epoch):
     """Step plan: base_lr * gamma^k after k milestones. Milestones are fractions of
-    n_epoch, so the released plans (e.g. 40/80 of 120 epochs) scale with --n_epoch."""
-    passed = sum(epoch >= round(m * n_epoch) for m in milestones)
+    n_epoch, so the released plans (e.g. 40/80 of 120 epochs) scale with --n_epoch; a
+    milestone that rounds to epoch 0 moves to epoch 1 (the first epoch is at base_lr)."""
+    passed = sum(epoch >= max(1, round(m * n_epoch)) for m in milestones)
     return base_lr * gamma ** passed
 
 
@@ -119,13 +117,16 @@ class TrainContext:
     model: torch.nn.Module
     num_classes: int
     noisy_labels: torch.Tensor      # (N,) on the device, the training rows' labels
-    train_eval_loader: object       # the training rows without augmentation, in order
+    train_eval_loader: object       # the training rows in order, without augmentation
     autocast: object                # a zero-argument context-manager factory
+    train_aug_loader: object = None  # the same rows in order with the training augmentation
 
-    def predict(self, model):
-        """predict() over the training rows without augmentation: all of them, except on
-        Clothing1M, whose train_eval_loader covers the epoch's subset."""
-        return predict(model, self.train_eval_loader, len(self.noisy_labels), self.num_classes,
+    def predict(self, model, augment=False):
+        """predict() over the training rows, without augmentation or (augment=True) with a
+        fresh crop and flip each epoch: all of them, except on Clothing1M, whose loaders
+        cover the epoch's subset."""
+        loader = self.train_aug_loader if augment else self.train_eval_loader
+        return predict(model, loader, len(self.noisy_labels), self.num_classes,
                        self.device, self.autocast)
 
 
@@ -146,19 +147,24 @@ def predict(model, loader, n_rows, num_classes, device, autocast=contextlib.null
 
 
 class Diverged(Exception):
-    def __init__(self, epoch, step):
+    def __init__(self, epoch, step, loss):
         super().__init__(f"epoch {epoch} step {step}")
-        self.epoch, self.step = epoch, step
+        self.epoch, self.step, self.loss = epoch, step, loss
 
 
 class SignalGuard:
-    """SIGINT/SIGTERM set a flag the loop reads between steps (a Python bool: no sync)."""
+    """SIGINT/SIGTERM (and SIGHUP, unless nohup ignores it) set a flag the loop reads
+    between steps (a Python int: no sync); the run then saves and ends as interrupted."""
 
     def __init__(self):
         self.signum = None
 
     def __enter__(self):
-        self.previous = {s: signal.signal(s, self._handle) for s in EXIT_SIGNAL}
+        self.previous = {}
+        for s in EXIT_SIGNAL:
+            if s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN:
+                continue
+            self.previous[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -169,7 +175,7 @@ class SignalGuard:
             signal.signal(s, handler)
 
 
-# ---------------------------------------------------------------- step and evaluation
+# ---------------------------------------------------------------- step, epoch, evaluation
 
 def train_step(model, forward, optimizer, method, autocast, x, y, idx):
     """One optimiser step; returns the detached fp32 loss and the logits (no host sync).
@@ -184,6 +190,75 @@ def train_step(model, forward, optimizer, method, autocast, x, y, idx):
     optimizer.step()
     method.after_step(model)
     return loss.detach().float(), logits.detach()
+
+
+class EpochStats:
+    """One epoch's training metrics, accumulated on the device from the logits the step
+    already has: no extra pass over the data and no host sync until row().
+
+    Each sample falls in one of 8 cells, code = clean + 2 * fits_noisy + 4 * fits_true
+    (clean: its noisy label is the true one; fits_*: the prediction equals that label);
+    the cells' counts give every column. `true_labels` None (Clothing1M) counts train_acc
+    only; a true label of -1 (an open-set image: no class of the data set) is never hit.
+    """
+
+    def __init__(self, device, true_labels=None, loss_bound=math.inf):
+        self.true, self.bound = true_labels, loss_bound
+        self.loss_sum = torch.zeros((), device=device)
+        self.counts = torch.zeros(8, dtype=torch.int64, device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+
+    @torch.no_grad()
+    def add(self, step, loss, logits, labels, idx):
+        first_bad = (self.bad_step < 0) & ~(torch.isfinite(loss) & (loss.abs() <= self.bound))
+        self.bad_step = torch.where(first_bad, step, self.bad_step)
+        self.bad_loss = torch.where(first_bad, loss, self.bad_loss)
+        self.loss_sum += loss * len(labels)
+        pred = logits.argmax(1)
+        code = 2 * (pred == labels)
+        if self.true is not None:
+            true = self.true[idx]
+            code = code + (labels == true) + 4 * (pred == true)
+        self.counts.scatter_add_(0, code, torch.ones_like(code))
+
+    def check(self, epoch):
+        """Raise Diverged if a step's loss was non-finite or beyond the bound (one sync)."""
+        step = self.bad_step.item()
+        if step >= 0:
+            raise Diverged(epoch, step, self.bad_loss.item())
+
+    def row(self):
+        """train_loss, train_acc and, with true labels, train_acc_true, fit_clean,
+        mem_noisy, fix_noisy (percent; None where no sample falls in the group)."""
+        c = self.counts.tolist()
+        n = sum(c)
+        part = lambda test: sum(v for k, v in enumerate(c) if test(k))  # noqa: E731
+        pct = lambda a, b: 100.0 * a / b if b else None  # noqa: E731
+        row = {"train_loss": self.loss_sum.item() / n, "train_acc": pct(part(lambda k: k & 2), n)}
+        if self.true is not None:
+            n_clean = part(lambda k: k & 1)
+            row.update(train_acc_true=pct(part(lambda k: k & 4), n),
+                       fit_clean=pct(part(lambda k: k & 1 and k & 2), n_clean),
+                       mem_noisy=pct(part(lambda k: not k & 1 and k & 2), n - n_clean),
+                       fix_noisy=pct(part(lambda k: not k & 1 and k & 4), n - n_clean))
+        return row
+
+
+def train_one_epoch(model, forward, optimizer, method, loader, autocast, stats, epoch, guard,
+                    check_every, desc=""):
+    """Train one epoch of `loader`; returns False when a signal stopped it between steps.
+    Raises Diverged (checked every `check_every` steps and at the end)."""
+    model.train()
+    for step, (x, y, idx) in enumerate(tqdm(loader, desc=desc, leave=False, disable=None)):
+        if guard.signum is not None:
+            return False
+        loss, logits = train_step(model, forward, optimizer, method, autocast, x, y, idx)
+        stats.add(step, loss, logits, y, idx)
+        if (step + 1) % check_every == 0:
+            stats.check(epoch)
+    stats.check(epoch)
+    return True
 
 
 COMPILE_TOLERANCE = {"fp32": 0.01, "bf16": 0.1}
@@ -202,7 +277,7 @@ def check_compiled(model, forward, autocast, precision, x, y):
         model.zero_grad(set_to_none=True)
         with autocast():
             logits = f(x)
-        torch.nn.functional.cross_entropy(logits.float(), y).backward()
+        F.cross_entropy(logits.float(), y).backward()
         grads.append([p.grad.float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float)
                       for p in model.parameters()])
         with torch.no_grad():
@@ -229,259 +304,354 @@ def check_compiled(model, forward, autocast, precision, x, y):
 
 
 @torch.no_grad()
-def evaluate(model, loader, autocast):
-    """Top-1 accuracy in percent; one host sync at the end."""
+def evaluate(model, loader, autocast, n_bins=ECE_BINS):
+    """acc (top-1), loss (mean cross-entropy), conf (mean max-softmax) and ece (expected
+    calibration error over `n_bins` equal-width confidence bins, bin b holding the
+    confidences in (b/n, (b+1)/n]: sum_b |correct_b - conf_b| / N), all but loss in
+    percent. Accumulated on the device; one host sync at the end."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
-    total = 0
+    device = loader.device
+    totals = torch.zeros(3, device=device, dtype=torch.float64)  # correct, loss, confidence
+    bins = torch.zeros(2, n_bins, device=device, dtype=torch.float64)  # correct, confidence
+    n = 0
     for x, y, _ in loader:
         with autocast():
-            correct += (model(x).argmax(1) == y).sum()
-        total += len(y)
+            logits = model(x).float()
+        conf, pred = torch.softmax(logits, dim=1).max(dim=1)
+        correct = (pred == y).double()
+        totals += torch.stack([correct.sum(), F.cross_entropy(logits, y, reduction="sum").double(),
+                               conf.double().sum()])
+        b = (conf * n_bins).ceil().long().clamp(1, n_bins) - 1
+        bins.index_add_(1, b, torch.stack([correct, conf.double()]))
+        n += len(y)
     model.train(was_training)
-    return 100.0 * correct.item() / max(total, 1)
+    correct, loss, conf, ece = torch.cat([totals, (bins[0] - bins[1]).abs().sum()[None]]).tolist()
+    n = max(n, 1)
+    return {"acc": 100.0 * correct / n, "loss": loss / n, "conf": 100.0 * conf / n,
+            "ece": 100.0 * ece / n}
 
 
-# ---------------------------------------------------------------- the run
+# ---------------------------------------------------------------- noisy labels and checkpoints
 
-def noise_report(data, noisy):
-    """noise.json: actual noise rate and empirical transition matrix of the labels, both
-    None where the clean train labels are unknown (Clothing1M). Open-set noise keeps the
-    labels and replaces images: the replaced fraction counts as noise."""
+def noise_report(data, noisy, provenance):
+    """noise.json: where the labels came from, actual noise rate and empirical transition
+    matrix (both None where the clean train labels are unknown: Clothing1M). Open-set
+    noise keeps the labels and replaces images: the replaced fraction counts as noise."""
+    report = {"provenance": provenance}
     if data.train_labels is None:
-        return {"actual_noise_rate": None, "transition_matrix": None}
+        return {"actual_noise_rate": None, "transition_matrix": None, **report}
     wrong = np.asarray(data.train_labels) != np.asarray(noisy)
-    report = {"transition_matrix": transition_matrix(data.train_labels, noisy, data.num_classes).tolist()}
+    report["transition_matrix"] = transition_matrix(data.train_labels, noisy, data.num_classes).tolist()
     if "open_set_index" in data.noise_arrays:
         wrong[data.noise_arrays["open_set_index"]] = True
         report["open_set_fraction"] = len(data.noise_arrays["open_set_index"]) / len(wrong)
     return {"actual_noise_rate": float(wrong.mean()), **report}
 
 
-def load_init_weights(model, path, cfg, noisy):
-    """Start from another run's checkpoint (the warm-up), checking it fits this run."""
+def true_train_labels(data):
+    """The true label of every training image (train order), -1 where the image belongs to
+    no class of the data set (open-set noise); None when unknown (Clothing1M)."""
+    if data.train_labels is None:
+        return None
+    true = np.array(data.train_labels, dtype=np.int64)
+    true[data.noise_arrays.get("open_set_index", [])] = -1
+    return true
+
+
+def label_identity(cfg, noisy, provenance):
+    """What identifies the labels and model a checkpoint was trained with; stored in every
+    checkpoint and compared when another run starts from it (main_GLS_load.py)."""
+    return {"dataset": cfg.dataset, "noise_type": cfg.noise_type,
+            "noise_rate": None if cfg.noise_type in RATE_FREE_NOISE else cfg.noise_rate,
+            "noise_seed": cfg.noise_seed if provenance.get("source") == "generated" else None,
+            "noise_file_md5": provenance.get("md5"),
+            "labels_sha1": hashlib.sha1(np.asarray(noisy, dtype=np.int64).tobytes()).hexdigest(),
+            "val_fraction": cfg.val_fraction, "model": cfg.model, "width": cfg.width}
+
+
+def load_init_weights(model, path, identity):
+    """Start from another run's checkpoint (the warm-up), refusing one trained on other
+    noisy labels, another data set or another model."""
     ckpt = load_checkpoint(path)
-    src = ckpt.get("config", {})
-    for key in ("dataset", "model", "width"):
-        if key in src and src[key] != getattr(cfg, key):
-            raise UserError(f"{path} was trained with {key}={src[key]!r}, this run has "
-                            f"{key}={getattr(cfg, key)!r}: pass a checkpoint of the same "
-                            "data set and model (see --warmup_ckpt)")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("identity"), dict):
+        raise UserError(f"{path} holds no record of the noisy labels and model it was trained "
+                        "with (it was not written by this version of main_warmup.py): train the "
+                        "warm-up again with main_warmup.py")
+    src = ckpt["identity"]
+    for key in ("dataset", "model", "width", "val_fraction"):
+        if src.get(key) != identity[key]:
+            raise UserError(f"{path} was trained with {key}={src.get(key)!r}, this run has "
+                            f"{key}={identity[key]!r}: pass a checkpoint of the same data set, "
+                            "model and split (see --warmup_ckpt)")
+    if src.get("labels_sha1") != identity["labels_sha1"]:
+        differ = [f"{k} {src.get(k)!r} vs {v!r}" for k, v in identity.items()
+                  if k != "labels_sha1" and src.get(k) != v]
+        raise UserError(f"{path} was trained on other noisy labels than this run's "
+                        f"({', '.join(differ) or 'same flags, other labels'}): start from the "
+                        "warm-up of the same noise (see --warmup_ckpt)")
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError) as exc:
         raise UserError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); "
                         "it was trained for another model or class count") from None
-    labels_file = os.path.join(os.path.dirname(path), "noisy_labels.npy")
-    if os.path.exists(labels_file) and not np.array_equal(np.load(labels_file), noisy):
-        raise UserError(f"the run of {path} trained on other noisy labels than this run "
-                        "(noise type, rate, seed or file differ): use the matching warm-up")
-    return ckpt.get("epoch")
 
 
 def config_dict(cfg):
     return dict(vars(cfg))
 
 
-def check_resume_config(saved, current, path):
-    saved, current = result_settings(saved), result_settings(current)
+def load_resume_state(folder, config, noisy):
+    """last.pt of the run to resume, after checking that the folder belongs to these flags
+    and labels. Every problem is a UserError, raised before anything is written."""
+    saved = result_settings(folder.read_json("config.json"))
+    current = result_settings(config)
     changed = [k for k in set(saved) | set(current) if saved.get(k) != current.get(k)]
     if changed:
-        raise UserError(f"--resume: {path} was started with other settings ({', '.join(sorted(changed))}); "
-                        "resume with the original flags, or use --overwrite to start again")
+        raise UserError(f"{folder.path} was started with other settings ({', '.join(sorted(changed))}): "
+                        "resume with the original flags, or start again with --if_exists overwrite")
+    if not np.array_equal(folder.load_npy("noisy_labels.npy"), noisy):
+        raise UserError(f"the noisy labels made now differ from {folder.file('noisy_labels.npy')}: "
+                        "the label file or code changed since the run started; start again with "
+                        "--if_exists overwrite")
+    ckpt = folder.load_checkpoint("last.pt")
+    missing = [k for k in ("model", "optimizer", "method", "state", "rng") if k not in ckpt]
+    if missing:
+        raise UserError(f"{folder.file('last.pt')} lacks {', '.join(missing)}: it is not a complete "
+                        "checkpoint of this run; start again with --if_exists overwrite")
+    return ckpt
 
 
-def run(cfg, script, method, init_from=None):
-    """Train one run; returns the process exit code (0, or EXIT_DIVERGED / signal codes)."""
-    config = config_dict(cfg)
-    path = run_dir(config, script, method.tag)
-    if getattr(cfg, "print_run_dir", False):
-        print(path)
-        return 0
-    folder = open_run_folder(path, cfg.resume, cfg.overwrite)
-    if folder.status() == "finished":
-        print(f"{path} already finished; nothing to resume")
-        print(f"results: {path}")
-        return 0
+# ---------------------------------------------------------------- the run
 
+@dataclass
+class Run:
+    """The pieces of one run, made by prepare_run before anything is written."""
+    cfg: object
+    config: dict
+    device: torch.device
+    precision: str
+    autocast: object
+    data: object
+    noisy: np.ndarray           # every training image's noisy label (train order)
+    noise: dict                 # noise.json
+    identity: dict
+    model: torch.nn.Module
+    forward: object
+    optimizer: object
+    train_loader: object
+    eval_splits: dict
+    ctx: TrainContext
+    stats_labels: object        # true labels of the training rows, on the device, or None
+    val_index: object = None
+    resume_from: dict = None
+
+
+def prepare_run(cfg, config, method, init_from, resume_folder):
+    """Data, noisy labels, model, optimiser, loaders and the method's set-up: everything
+    that can refuse the run, before its folder is written. `resume_folder` is the run's
+    folder when it is resumed (its config, labels and last.pt are checked)."""
     device = pick_device(cfg.device)
     precision, autocast, channels_last = speed_settings(device, cfg.precision)
     seed_everything(cfg.seed)
-
-    data, noisy = prepare_data(cfg)
+    data, noisy, provenance = prepare_data(cfg)
+    identity = label_identity(cfg, noisy, provenance)
     model = build_model(cfg.model, data.num_classes, data.in_channels, cfg.width,
                         pretrained=not getattr(cfg, "no_pretrained", False),
                         pretrained_path=getattr(cfg, "pretrained_path", None)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if init_from:
-        load_init_weights(model, init_from, cfg, noisy)
-    # Only now, with flags, data and warm-up checked, does the run touch its folder.
-    folder.create()
-    noise = noise_report(data, noisy)
-    if cfg.resume:
-        check_resume_config(folder.read_json("config.json"), config, path)
-        if not np.array_equal(np.load(folder.file("noisy_labels.npy")), noisy):
-            raise UserError(f"--resume: the noisy labels made now differ from {path}/noisy_labels.npy")
-    else:
-        folder.write_json("config.json", config)
-        folder.save_npy("noisy_labels.npy", noisy)
-        folder.write_json("noise.json", noise)
-        for name, array in data.noise_arrays.items():  # noise beyond labels, e.g. open-set images
-            folder.save_npy(f"{name}.npy", array)
-    noise_rate = noise["actual_noise_rate"]
-    if getattr(cfg, "val_fraction", 0.0):
-        noisy, val_index = hold_out_validation(data, noisy, cfg.val_fraction, cfg.noise_seed)
-        if not cfg.resume:
-            folder.save_npy("val_index.npy", val_index)
+        load_init_weights(model, init_from, identity)
+    resume_from = load_resume_state(resume_folder, config, noisy) if resume_folder else None
+    noise = noise_report(data, noisy, provenance)
+    true = true_train_labels(data)
+    train_noisy, val_index = noisy, None
+    if cfg.val_fraction:
+        train_noisy, val_index = hold_out_validation(data, noisy, cfg.val_fraction, cfg.noise_seed)
+        if true is not None:
+            true = np.delete(true, val_index)
 
-    forward = torch.compile(model) if getattr(cfg, "compile", False) else model
-    unchecked_compile = forward is not model  # checked against eager on the first batch
+    forward = torch.compile(model) if cfg.compile else model
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-
-    noisy_t = torch.as_tensor(noisy, device=device)
+    noisy_t = torch.as_tensor(train_noisy, device=device)
     train_loader = data.train_loader(noisy_t, cfg.batch_size, device, cfg.seed, channels_last)
     eval_splits = {"test": data.eval_loader("test", cfg.test_batch_size, device, channels_last)}
     if data.has_val:
         eval_splits["val"] = data.eval_loader("val", cfg.test_batch_size, device, channels_last)
     ctx = TrainContext(cfg, device, model, data.num_classes, noisy_t,
                        data.eval_loader("train", cfg.test_batch_size, device, channels_last,
-                                        labels=noisy_t), autocast)
+                                        labels=noisy_t),
+                       autocast,
+                       data.eval_loader("train", cfg.test_batch_size, device, channels_last,
+                                        labels=noisy_t, augment_seed=cfg.seed))
     method.setup(ctx)
+    stats_labels = None if true is None else torch.as_tensor(true, device=device)
+    return Run(cfg, config, device, precision, autocast, data, noisy, noise, identity, model,
+               forward, optimizer, train_loader, eval_splits, ctx, stats_labels, val_index, resume_from)
+
+
+def run(cfg, script, method, init_from=None):
+    """Train one run; returns the process exit code (0, or EXIT_DIVERGED / signal codes)."""
+    config = config_dict(cfg)
+    path = run_dir(config, script, method.tag)
+    if cfg.print_run_dir:
+        print(path)
+        return 0
+    with SignalGuard() as guard, claim_run_folder(path, cfg.if_exists, cfg.retry_diverged) as (folder, action):
+        if action == "finished":
+            print(f"{path} already finished; nothing to do")
+            print(f"results: {path}")
+            return 0
+        if action == "diverged":
+            print(f"{path} diverged earlier (a result, kept); --retry_diverged trains it again")
+            print(f"results: {path}")
+            return EXIT_DIVERGED
+        r = prepare_run(cfg, config, method, init_from, folder if action == "resume" else None)
+        if guard.signum is not None:  # stopped while preparing: nothing written yet
+            return EXIT_SIGNAL[guard.signum]
+        # Only now, with flags, data, labels and checkpoints checked, is the folder written.
+        if action == "overwrite":
+            folder.clear()
+        if action != "resume":
+            folder.write_json("config.json", config)
+            folder.save_npy("noisy_labels.npy", r.noisy)
+            folder.write_json("noise.json", r.noise)
+            for name, array in r.data.noise_arrays.items():  # noise beyond labels, e.g. open-set images
+                folder.save_npy(f"{name}.npy", array)
+            if r.val_index is not None:
+                folder.save_npy("val_index.npy", r.val_index)
+        return train(r, script, method, init_from, folder, guard)
+
+
+def train(r, script, method, init_from, folder, guard):
+    """The epoch loop of a prepared run, writing its folder as it goes."""
+    cfg, model = r.cfg, r.model
 
     def evaluate_all():
-        """{'test_acc': .., 'val_acc': .., 'test_acc_ema': ..} for the model and the method's."""
+        """{'test_acc': .., 'test_ece': .., 'test_acc_ema': ..} for the model and the method's."""
         models = {"": model, **{f"_{k}": m for k, m in method.eval_models().items()}}
-        return {f"{split}_acc{suffix}": evaluate(m, loader, autocast)
-                for suffix, m in models.items() for split, loader in eval_splits.items()}
+        return {f"{split}_{metric}{suffix}": value
+                for suffix, m in models.items() for split, loader in r.eval_splits.items()
+                for metric, value in evaluate(m, loader, r.autocast).items()}
 
     state = {"epoch": 0, "rows": [], "wall_time_s": 0.0, "initial": None}
-    if getattr(cfg, "record_train_probs", False):  # the sum over epochs of the train softmax
-        state["train_probs_sum"] = torch.zeros(len(noisy_t), data.num_classes, dtype=torch.float64)
-    if cfg.resume:
-        ckpt = folder.load_checkpoint("last.pt", map_location=device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        method.load_state_dict(ckpt["method"])
+    if cfg.record_train_probs:  # the sum over epochs of the train softmax
+        state["train_probs_sum"] = torch.zeros(len(r.ctx.noisy_labels), r.data.num_classes,
+                                               dtype=torch.float64)
+    if r.resume_from is not None:
+        ckpt = r.resume_from
+        try:
+            model.load_state_dict(ckpt["model"])
+            r.optimizer.load_state_dict(ckpt["optimizer"])
+            method.load_state_dict(ckpt["method"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"{folder.file('last.pt')} does not fit this run ({str(exc).splitlines()[0]}); "
+                            "start again with --if_exists overwrite") from None
         state = ckpt["state"]
         restore_rng(ckpt["rng"])
-        print(f"resuming {path} after epoch {state['epoch']}")
+        print(f"resuming {folder.path} after epoch {state['epoch']}")
     else:
         state["initial"] = evaluate_all()
 
-    summary = {"status": "running", "script": script, "run_dir": path, "method": method.tag,
+    summary = {"status": "running", "script": script, "run_dir": folder.path, "method": method.tag,
                "dataset": cfg.dataset, "noise_type": cfg.noise_type, "noise_rate": cfg.noise_rate,
                "model": cfg.model, "seed": cfg.seed, "n_epoch": cfg.n_epoch,
-               "actual_noise_rate": noise_rate, "device": device_name(device),
-               "precision": precision, "torch_version": torch.__version__,
-               "init_from": init_from}
+               "actual_noise_rate": r.noise["actual_noise_rate"], "device": device_name(r.device),
+               "precision": r.precision, "torch_version": torch.__version__, "init_from": init_from}
 
     def write_summary(status, **extra):
         summary.update(summarize_rows(state["rows"]), status=status,
                        epochs_completed=state["epoch"], wall_time_s=round(state["wall_time_s"], 3),
                        initial_test_acc=(state["initial"] or {}).get("test_acc"), **extra)
-        summary["config"] = config
+        summary["config"] = r.config
         folder.write_json("summary.json", summary)
 
     write_summary("running")
-    bound = cfg.loss_bound if cfg.loss_bound and cfg.loss_bound > 0 else math.inf
-    exit_code = 0
-    with SignalGuard() as guard:
-        try:
-            for epoch in range(state["epoch"], cfg.n_epoch):
-                started = time.time()
-                lr = lr_at(epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                # set_epoch first: on Clothing1M it picks the epoch's subset, which label
-                # correction (start_epoch) predicts over.
-                train_loader.set_epoch(epoch)
-                method.start_epoch(epoch, ctx)
-                model.train()
-                totals = torch.zeros(2, device=device)  # loss sum, correct: read once per epoch
-                count = 0
-                bad_step = torch.full((), -1, dtype=torch.int64, device=device)
-                batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.n_epoch}",
-                               leave=False, disable=None)
-                for step, (x, y, idx) in enumerate(batches):
-                    if guard.signum is not None:
-                        break
-                    if unchecked_compile:
-                        check_compiled(model, forward, autocast, precision, x, y)
-                        unchecked_compile = False
-                    loss, logits = train_step(model, forward, optimizer, method, autocast, x, y, idx)
-                    with torch.no_grad():
-                        ok = torch.isfinite(loss) & (loss.abs() <= bound)
-                        bad_step = torch.where((bad_step < 0) & ~ok, step, bad_step)
-                        totals += torch.stack([loss * len(y), (logits.argmax(1) == y).sum().float()])
-                    count += len(y)
-                    if (step + 1) % cfg.print_freq == 0 and bad_step.item() >= 0:
-                        raise Diverged(epoch + 1, bad_step.item())
-                if guard.signum is not None:
-                    break
-                if bad_step.item() >= 0:
-                    raise Diverged(epoch + 1, bad_step.item())
-                loss_sum, correct = totals.tolist()
-                row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / count,
-                       "train_acc": 100.0 * correct / count, **evaluate_all()}
-                if "train_probs_sum" in state:
-                    logits, _ = ctx.predict(model)
-                    state["train_probs_sum"] += torch.softmax(logits.double(), dim=1).cpu()
-                row["epoch_time_s"] = round(time.time() - started, 3)
-                state["rows"].append(row)
-                state["epoch"] = epoch + 1
-                state["wall_time_s"] += time.time() - started
-                print(format_row(row, cfg.n_epoch), flush=True)
-                save_epoch(folder, cfg, model, optimizer, method, state, config)
-                write_summary("running")
-        except Diverged as d:
-            write_summary("diverged", diverged_epoch=d.epoch, diverged_step=d.step)
-            print(f"error: the loss diverged at epoch {d.epoch}, step {d.step} (non-finite or "
-                  f"|loss| > --loss_bound {cfg.loss_bound:g}). Negative smooth rates can diverge "
-                  "from scratch: start from the CE warm-up (main_GLS_load.py) or use a milder "
-                  "smooth rate. The last good epoch's checkpoint is kept.")
-            exit_code = EXIT_DIVERGED
-        except BaseException as exc:
-            write_summary("failed", error=f"{exc.__class__.__name__}: {exc}")
-            raise
-        else:
-            if guard.signum is not None:
-                write_summary("interrupted")
-                print(f"interrupted (signal {guard.signum}) after {state['epoch']} complete epochs; "
-                      f"continue with the same command and --resume")
-                exit_code = EXIT_SIGNAL[guard.signum]
-            else:
-                write_summary("finished")
-    print(f"results: {path}")
-    return exit_code
+    bound = cfg.loss_bound if cfg.loss_bound > 0 else math.inf
+    try:
+        for epoch in range(state["epoch"], cfg.n_epoch):
+            started = time.time()
+            lr = lr_at(epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch)
+            for group in r.optimizer.param_groups:
+                group["lr"] = lr
+            # set_epoch first: on Clothing1M it picks the epoch's subset, which label
+            # correction (start_epoch) predicts over.
+            r.train_loader.set_epoch(epoch)
+            r.ctx.train_aug_loader.set_epoch(epoch)
+            if r.forward is not model and epoch == state["epoch"]:
+                x, y, _ = next(iter(r.train_loader))  # the batch the epoch starts with
+                check_compiled(model, r.forward, r.autocast, r.precision, x, y)
+            method.start_epoch(epoch, r.ctx)
+            stats = EpochStats(r.device, r.stats_labels, bound)
+            if not train_one_epoch(model, r.forward, r.optimizer, method, r.train_loader, r.autocast,
+                                   stats, epoch + 1, guard, cfg.print_freq,
+                                   desc=f"epoch {epoch + 1}/{cfg.n_epoch}"):
+                break
+            row = {"epoch": epoch + 1, "lr": lr, **stats.row(), **evaluate_all()}
+            if "train_probs_sum" in state:
+                logits, _ = r.ctx.predict(model)
+                state["train_probs_sum"] += torch.softmax(logits.double(), dim=1).cpu()
+            row["epoch_time_s"] = round(time.time() - started, 3)
+            state["rows"].append(row)
+            state["epoch"] = epoch + 1
+            state["wall_time_s"] += time.time() - started
+            print(format_row(row, cfg.n_epoch), flush=True)
+            save_epoch(folder, cfg, r, method, state)
+            write_summary("running")
+    except Diverged as d:
+        write_summary("diverged", diverged_epoch=d.epoch, diverged_step=d.step, diverged_loss=d.loss)
+        what = "non-finite" if not math.isfinite(d.loss) else f"{d.loss:.4g}, beyond --loss_bound {cfg.loss_bound:g}"
+        hint = method.divergence_hint()
+        print(f"error: the loss diverged at epoch {d.epoch}, step {d.step}: the batch loss was {what}. "
+              f"{hint + ' ' if hint else ''}The last good epoch's checkpoint is kept.")
+        print(f"results: {folder.path}")
+        return EXIT_DIVERGED
+    except BaseException as exc:
+        write_summary("failed", error=f"{exc.__class__.__name__}: {exc}")
+        raise
+    if guard.signum is not None:
+        write_summary("interrupted")
+        print(f"interrupted (signal {guard.signum}) after {state['epoch']} complete epochs; "
+              "continue with the same command and --if_exists auto (or --resume)")
+        print(f"results: {folder.path}")
+        return EXIT_SIGNAL[guard.signum]
+    write_summary("finished")
+    print(f"results: {folder.path}")
+    return 0
 
 
-def save_epoch(folder, cfg, model, optimizer, method, state, config):
+def save_epoch(folder, cfg, r, method, state):
     """metrics.csv (and train_probs.npy) every epoch; last.pt every --ckpt_every epochs and at the end;
     best.pt when the selection accuracy improves: validation accuracy where the run has
     a validation split, else test accuracy (the papers' choice)."""
     rows = state["rows"]
-    columns = list(rows[0].keys())
-    folder.write_csv("metrics.csv", rows, columns)
+    folder.write_csv("metrics.csv", rows, list(rows[0].keys()))
     row = rows[-1]
     key = "val_acc" if "val_acc" in row else "test_acc"
-    if all(row[key] > r[key] for r in rows[:-1]):
-        folder.save_checkpoint("best.pt", {"model": model.state_dict(), "epoch": row["epoch"],
+    if all(row[key] > r_[key] for r_ in rows[:-1]):
+        folder.save_checkpoint("best.pt", {"model": r.model.state_dict(), "epoch": row["epoch"],
                                            "test_acc": row["test_acc"], "selected_by": key,
-                                           "config": config})
+                                           "identity": r.identity, "config": r.config})
     if "train_probs_sum" in state:  # --record_train_probs: the mean over the epochs so far
         folder.save_npy("train_probs.npy", (state["train_probs_sum"] / state["epoch"]).numpy())
-    if state["epoch"] % max(cfg.ckpt_every, 1) == 0 or state["epoch"] == cfg.n_epoch:
+    if state["epoch"] % cfg.ckpt_every == 0 or state["epoch"] == cfg.n_epoch:
         folder.save_checkpoint("last.pt", {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": r.model.state_dict(), "optimizer": r.optimizer.state_dict(),
             "method": method.state_dict(), "state": state, "rng": capture_rng(),
-            "epoch": state["epoch"], "config": config})
+            "epoch": state["epoch"], "identity": r.identity, "config": r.config})
+
+
+# Columns reported at the last epoch and at the best epoch (of test_acc, or of
+# test_acc_ema for the momentum model's columns) in summary.json.
+EPOCH_COLUMNS = ("test_loss", "test_conf", "test_ece", "train_acc_true", "fit_clean", "mem_noisy",
+                 "fix_noisy")
 
 
 def summarize_rows(rows):
-    """best/last of every *_acc column; for a val split, test accuracy at the best val epoch."""
+    """best/last of every *_acc column; for a val split, test accuracy at the best val epoch;
+    last and best-epoch values of the calibration and memorisation columns."""
     if not rows:
         return {}
     out = {}
@@ -489,7 +659,7 @@ def summarize_rows(rows):
         split, sep, suffix = column.partition("_acc")
         if not sep or split not in ("test", "val"):
             continue
-        best = max(rows, key=lambda r: r[column])  # the first epoch that reaches the maximum
+        best = max(rows, key=lambda row: row[column])  # the first epoch that reaches the maximum
         out[f"best_{split}_acc{suffix}"] = best[column]
         out[f"last_{split}_acc{suffix}"] = rows[-1][column]
         if column == "test_acc":
@@ -497,11 +667,17 @@ def summarize_rows(rows):
         if split == "val":
             out[f"best_val_epoch{suffix}"] = best["epoch"]
             out[f"test_acc_at_best_val{suffix}"] = best[f"test_acc{suffix}"]
+    for column in rows[0]:
+        base, suffix = (column[:-4], "_ema") if column.endswith("_ema") else (column, "")
+        if base in EPOCH_COLUMNS:
+            best = max(rows, key=lambda row: row[f"test_acc{suffix}"])
+            out[f"last_{column}"] = rows[-1][column]
+            out[f"best_epoch_{column}"] = best[column]
     return out
 
 
 def format_row(row, n_epoch):
-    accs = " ".join(f"{k} {v:.2f}" for k, v in row.items() if "_acc" in k)
+    accs = " ".join(f"{k} {v:.2f}" for k, v in row.items() if "_acc" in k and v is not None)
     return (f"epoch {row['epoch']}/{n_epoch} lr {row['lr']:.3g} loss {row['train_loss']:.4f} "
             f"{accs} ({row['epoch_time_s']:.1f}s)")
 
