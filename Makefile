@@ -6,10 +6,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test install clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt pytest
+	$(PY) -m pip install --quiet -r requirements.txt pytest pytest-xdist
 	touch $@
 
 install: $(VENV)/.installed
@@ -17,8 +17,10 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) demo.py
 
+# Two workers, a test file each at a time: the SLURM tests (first) wait minutes on the
+# cluster while the other files run beside them.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) results/demo

@@ -158,8 +158,8 @@ def config_problem(config):
     if not isinstance(seed, int) or isinstance(seed, bool):
         return f"has seed {seed!r}, not an integer"
     for key in ("noise_rate", "smooth_rate", "sigma", "n_epoch"):
-        if config.get(key) is not None and not is_number(config[key]):
-            return f"has {key} {config[key]!r}, not a number"
+        if config.get(key) is not None and not (is_number(config[key]) and math.isfinite(config[key])):
+            return f"has {key} {config[key]!r}, not a finite number"
     for key in ("dataset", "noise_type", "model"):
         if config.get(key) is not None and not isinstance(config[key], str):
             return f"has {key} {config[key]!r}, not a string"
@@ -601,7 +601,8 @@ def plot_against(path, rows, groups, knob, xlabel, symlog=False):
         ax.set_title(f"{which} test accuracy")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%), mean ± std over seeds")
-    axes[1].legend(fontsize=7, loc="best")
+    if axes[1].get_legend_handles_labels()[0]:  # none where no group has the accuracies
+        axes[1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -680,6 +681,8 @@ def plot_mem_curves(path, pattern, groups):
 
 def check_out_dir(out):
     """Refuse an --out that cannot take the tables, before anything is written."""
+    if not out:
+        raise UserError("--out is empty (an unset shell variable?): pass a folder")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out} is a file, not a folder: pass a folder (it is created if missing)")
     if os.path.exists(os.path.join(out, "config.json")):

@@ -128,6 +128,11 @@ def hold_out_validation(data, noisy, fraction, seed):
         members = np.flatnonzero(noisy == c)
         val.extend(rng.choice(members, int(round(fraction * len(members))), replace=False))
     val = np.sort(np.asarray(val, dtype=np.int64))
+    if len(val) == 0:  # every best.pt would be chosen on an empty split (accuracy 0)
+        largest = max(np.sum(noisy == c) for c in np.unique(noisy))
+        raise UserError(f"--val_fraction {fraction} holds out no image ({len(noisy)} training images, "
+                        f"{largest} in the largest class): use at least {1 / largest:.2g}, or 0 for "
+                        "no validation split")
     keep = np.setdiff1d(np.arange(len(noisy)), val)
     data.val_images, data.val_labels = data.train_images[val], noisy[val]
     data.train_images, data.train_labels = data.train_images[keep], data.train_labels[keep]

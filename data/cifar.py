@@ -6,6 +6,7 @@ Each batch file is a pickle (latin1) with `data` uint8 (N, 3072), channel-major
 label files index that order. We validate structure (keys, shapes, label ranges),
 not the md5 of extracted files, so a user's own copy and test fixtures load.
 """
+import contextlib
 import os
 import pickle
 
@@ -48,14 +49,32 @@ def _missing_message(name, root, reason):
             f"that holds {spec['folder']}. Offline, use --dataset digits.")
 
 
+@contextlib.contextmanager
+def folders_made_for(folder):
+    """Create `folder` (and its missing parents) for a download; if the download fails,
+    remove again those it created that are still empty, so a refused run leaves nothing."""
+    made, path = [], os.path.abspath(folder)
+    while not os.path.exists(path):
+        made.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for path in made:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        raise
+
+
 def download_cifar(name, root):
     """Download and extract the archive with torchvision's utility (md5 checked)."""
     from torchvision.datasets.utils import download_and_extract_archive
 
     spec = SPECS[name]
-    os.makedirs(root, exist_ok=True)
     try:
-        download_and_extract_archive(spec["url"], root, filename=spec["archive"], md5=spec["md5"])
+        with folders_made_for(root):
+            download_and_extract_archive(spec["url"], root, filename=spec["archive"], md5=spec["md5"])
     except Exception as exc:  # offline, refused, or a bad archive: all end the same way
         raise UserError(_missing_message(name, root, f"download failed: {exc}")) from None
 
@@ -73,12 +92,13 @@ def _read_batch(path, label_key):
     if not isinstance(entry, dict) or "data" not in entry or label_key not in entry:
         raise UserError(f"{path} lacks the keys 'data' and {label_key!r}: not a CIFAR "
                         "python-version batch; extract the archive again")
-    data = np.asarray(entry["data"])
-    labels = np.asarray(entry[label_key], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise UserError(f"{path}: expected uint8 data of shape (N, 3072) and N labels, got "
-                        f"{data.dtype} {data.shape} and {len(labels)} labels; extract the archive again")
-    return data.reshape(-1, 3, 32, 32), labels
+    data, labels = np.asarray(entry["data"]), np.asarray(entry[label_key])
+    if (data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) == 0
+            or labels.shape != (len(data),) or labels.dtype.kind not in "iu"):
+        raise UserError(f"{path}: expected uint8 data of shape (N, 3072), N > 0, and N integer "
+                        f"labels, got {data.dtype} {data.shape} and labels {labels.dtype} {labels.shape}; "
+                        "extract the archive again")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def load_cifar(name, root, download=True):
@@ -102,7 +122,7 @@ def load_cifar(name, root, download=True):
         images = np.concatenate([b[0] for b in batches])
         labels = np.concatenate([b[1] for b in batches])
         if labels.min() < 0 or labels.max() >= spec["num_classes"]:
-            raise UserError(f"{folder}: {split} labels outside 0..{spec['num_classes'] - 1}; "
-                            f"is this really {name}?")
+            raise UserError(f"{folder}: {split} labels outside 0..{spec['num_classes'] - 1}: not {name}; "
+                            f"point --data_root/--datapath at {name}'s folder or extract its archive again")
         parts[split] = (images, labels)
     return (*parts["train"], *parts["test"])

@@ -19,6 +19,8 @@ import torch
 
 from errors import UserError
 
+from .cifar import folders_made_for
+
 REPOSITORY = "https://github.com/UCSC-REAL/cifar-10-100n"
 FILES = {
     "cifar10": dict(filename="CIFAR-10_human.pt", md5="96644db5574813cae939af5f7f2a0aec"),
@@ -110,12 +112,13 @@ def load_human_labels(path, noise_type):
             raise UserError(f"{path} has no {k!r} labels (keys: {', '.join(map(str, labels))}): "
                             f"{noise_type} needs {FILES[dataset]['filename']} ({dataset}); "
                             f"is this the {other[0]} file?")
-    noisy = np.asarray(labels[key], dtype=np.int64)
-    clean = np.asarray(labels["clean_label"], dtype=np.int64)
-    if noisy.shape != clean.shape or noisy.ndim != 1:
-        raise UserError(f"{path}: {key} has shape {noisy.shape} and clean_label {clean.shape}; "
-                        "expected two arrays of the same length: download the file again")
-    return noisy, clean
+    noisy, clean = np.asarray(labels[key]), np.asarray(labels["clean_label"])
+    integers = noisy.dtype.kind in "iu" and clean.dtype.kind in "iu"
+    if noisy.shape != clean.shape or noisy.ndim != 1 or not integers:
+        raise UserError(f"{path}: {key} is {noisy.dtype} {noisy.shape} and clean_label {clean.dtype} "
+                        f"{clean.shape}; expected two integer arrays of the same length: download the "
+                        f"file again from {REPOSITORY} (folder data/)")
+    return noisy.astype(np.int64), clean.astype(np.int64)
 
 
 def fetch_label_file(dataset, path):
@@ -127,8 +130,8 @@ def fetch_label_file(dataset, path):
     spec = FILES[dataset]
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(folder, exist_ok=True)
-        download_url(download_url_of(dataset), folder, os.path.basename(path), md5=spec["md5"])
+        with folders_made_for(folder):
+            download_url(download_url_of(dataset), folder, os.path.basename(path), md5=spec["md5"])
     except Exception as exc:  # offline, refused, or a damaged download: all end the same way
         raise UserError(f"the CIFAR-N label file {path} is missing and could not be downloaded "
                         f"({exc.__class__.__name__}: {exc}). Download {spec['filename']} "

@@ -46,10 +46,14 @@ MERGED = dict(train="noisy_train.txt", val="clean_val.txt", test="clean_test.txt
 
 def _lines(path):
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is no part of a path
             return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
     except OSError as exc:
-        raise UserError(f"{path} cannot be read ({exc.strerror})") from None
+        raise UserError(f"{path} cannot be read ({exc.strerror}): it must be a readable annotation "
+                        "file; extract the annotations again") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file (it holds binary data): the annotation files "
+                        "are `images/... <label>` lines; extract them again") from None
 
 
 def read_image_list(path):
@@ -58,10 +62,12 @@ def read_image_list(path):
     for n, line in _lines(path):
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise UserError(f"{path}:{n}: {line!r} is not `image_path label`")
+            raise UserError(f"{path}:{n}: {line!r} is not `image_path label`; fix that line or "
+                            "extract the annotations again")
         label = int(parts[1])
         if not 0 <= label < len(CLASSES):
-            raise UserError(f"{path}:{n}: label {label} is outside 0..{len(CLASSES) - 1}")
+            raise UserError(f"{path}:{n}: label {label} is outside 0..{len(CLASSES) - 1}; fix that line "
+                            "or extract the annotations again")
         entries.append((parts[0], label))
     return entries
 
@@ -76,7 +82,8 @@ def labels_of_keys(keys, kv_path, kv):
     missing = [k for k in keys if k not in kv]
     if missing:
         raise UserError(f"{len(missing)} keys have no label in {kv_path} (first: "
-                        f"{', '.join(missing[:3])}); the annotation files do not belong together")
+                        f"{', '.join(missing[:3])}); the annotation files do not belong together: "
+                        "extract them again from one release")
     return [(k, kv[k]) for k in keys]
 
 
@@ -175,6 +182,8 @@ class BalancedSubset:
 
     def __init__(self, labels, num_per_class, seed):
         self.members = [np.flatnonzero(labels == c) for c in range(len(CLASSES))]
+        if num_per_class < 0:  # -1: every image, as the release's -1
+            num_per_class = max(len(m) for m in self.members)
         self.num_per_class, self.seed, self.epoch = num_per_class, seed, 0
 
     def __len__(self):
@@ -282,7 +291,8 @@ class Clothing1M:
         splits = read_annotations(root)
         for split, entries in splits.items():
             if not entries:
-                raise UserError(f"the Clothing1M {split} list under {root} is empty")
+                raise UserError(f"the Clothing1M {split} list under {root} is empty; extract the "
+                                "annotations again")
             check_images_exist(root, [p for p, _ in entries], split)
         self.root, self.image_size = root, image_size
         self.num_per_class, self.num_workers = num_per_class, num_workers

@@ -15,7 +15,9 @@ recording, --ckpt RUN/best.pt RUN/last.pt averages the predictions of the checkp
 given instead. noise.idn_noisy_labels then flips exactly round(r * N) samples to their
 most probable wrong class, the most probable first. The output is the
 `label,label_noisy` CSV that --noise_file reads, and that --noise_mode dependent finds
-at <datapath>/label_noisy/dependent<rate>.csv.
+at <datapath>/label_noisy/dependent<rate>.csv. It is written atomically, and an existing
+--out (which runs may read, e.g. the SLN release's own file) is replaced only with
+--overwrite.
 """
 import argparse
 import os
@@ -24,10 +26,11 @@ import numpy as np
 import torch
 
 from data import DATASETS, load_dataset
+from data.cifar import folders_made_for
 from data.noise import actual_noise_rate, idn_noisy_labels, save_noise_file
 from errors import UserError
 from models import build_model
-from utils.cli import check_device, finite_float, run_main
+from utils.cli import Parser, check_device, finite_float, integer, run_main
 from utils.engine import pick_device, predict
 from utils.results import RunFolder, load_checkpoint, read_json_file
 
@@ -82,7 +85,8 @@ def load_recorded_runs(run_dirs):
     runs = []
     for folder in run_dirs:
         if not os.path.isfile(os.path.join(folder, "config.json")):
-            raise UserError(f"{folder} is not a run folder (it has no config.json)")
+            raise UserError(f"{folder} is not a run folder (it has no config.json): pass the folder "
+                            "of a clean-label run made with --record_train_probs")
         if not os.path.isfile(os.path.join(folder, "train_probs.npy")):
             raise UserError(f"{folder} has no train_probs.npy: train it with --record_train_probs "
                             "(or pass its checkpoints with --ckpt)")
@@ -100,13 +104,17 @@ def recorded_probabilities(runs, data):
         probs = RunFolder(folder).load_npy("train_probs.npy")
         if probs.shape != (len(data.train_labels), data.num_classes):
             raise UserError(f"{folder}/train_probs.npy has shape {probs.shape}, not "
-                            f"({len(data.train_labels)}, {data.num_classes}) of {data.name}'s training set")
+                            f"({len(data.train_labels)}, {data.num_classes}) of {data.name}'s training set: "
+                            "the recording is damaged; train the run again with --record_train_probs")
+        if probs.dtype.kind != "f":
+            raise UserError(f"{folder}/train_probs.npy holds {probs.dtype} values, not probabilities: "
+                            "the recording is damaged; train the run again with --record_train_probs")
         total = total + probs
     return total / len(runs)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", nargs="+", metavar="RUN_DIR",
                         help="folders of clean-label runs made with --record_train_probs: their "
@@ -115,16 +123,22 @@ def main(argv=None):
                         help="checkpoints of clean-label runs; their softmax outputs are averaged")
     p.add_argument("--noise_rate", type=finite_float, required=True, help="fraction of labels to flip")
     p.add_argument("--out", required=True, help="the CSV to write (label,label_noisy)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (runs that read it would then get other labels)")
     p.add_argument("--data_root", default=None, help="default: the first run's")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch_size", type=int, default=512)
+    p.add_argument("--batch_size", type=integer, default=512)
     args = p.parse_args(argv)
     if not 0.0 <= args.noise_rate < 1.0:
         raise UserError(f"--noise_rate {args.noise_rate} is outside [0, 1)")
     if args.batch_size < 1:
         raise UserError(f"--batch_size {args.batch_size} must be at least 1")
-    if os.path.isdir(args.out):
-        raise UserError(f"--out {args.out} is a folder: pass the path of the CSV file to write")
+    if not args.out or os.path.isdir(args.out):
+        raise UserError(f"--out {args.out!r} is {'a folder' if args.out else 'empty'}: pass the path "
+                        "of the CSV file to write")
+    if os.path.exists(args.out) and not args.overwrite:
+        raise UserError(f"--out {args.out} exists, and runs may read their labels from it: pass "
+                        "another path, or --overwrite to replace it")
     check_device(args.device)
     if args.run:
         runs = load_recorded_runs(args.run)
@@ -140,10 +154,13 @@ def main(argv=None):
     else:
         probs = average_probabilities(checkpoints, data, pick_device(args.device), args.batch_size)
         source = f"{len(checkpoints)} checkpoint(s)"
+    if not np.isfinite(probs).all():  # a damaged recording, or a network that diverged
+        raise UserError(f"the probabilities from {source} are not all finite: the recording is damaged "
+                        "or the network diverged; use another clean-label run")
     noisy = idn_noisy_labels(probs, data.train_labels, args.noise_rate)
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        save_noise_file(args.out, data.train_labels, noisy)
+        with folders_made_for(os.path.dirname(os.path.abspath(args.out))):
+            save_noise_file(args.out, data.train_labels, noisy)
     except OSError as exc:
         raise UserError(f"--out {args.out} cannot be written ({exc.strerror or exc}): pass a "
                         "writable path") from None

@@ -22,7 +22,7 @@ from scipy.stats import truncnorm
 
 from errors import UserError
 
-from .cifar import SPECS as CIFAR_SPECS, find_cifar_folder, load_cifar
+from .cifar import SPECS as CIFAR_SPECS, find_cifar_folder, folders_made_for, load_cifar
 from .cifarn import CIFARN_TYPES, TWIN_TYPES, check_dataset as check_cifarn_dataset, cifarn_noisy_labels
 
 ALIASES = {"sym": "symmetric"}
@@ -127,23 +127,32 @@ def file_md5(path):
 
 def load_noise_file(path):
     """Read a `label,label_noisy` CSV (the SLN release's format: a header, then one row per
-    training image in train order; LF or CRLF line ends) -> (clean, noisy) int64 arrays."""
+    training image in train order; LF or CRLF line ends, UTF-8 with or without a byte-order
+    mark) -> (clean, noisy) int64 arrays. A bad line is an error naming it."""
     try:
-        with open(path, encoding="utf-8") as f:  # universal newlines: CRLF reads as LF
+        # universal newlines: CRLF reads as LF; utf-8-sig: a byte-order mark (Excel) is dropped
+        with open(path, encoding="utf-8-sig") as f:
             header = f.readline().strip()
-            rows = [line.strip().split(",") for line in f if line.strip()]
+            rows = [(n, line.strip()) for n, line in enumerate(f, 2) if line.strip()]
     except UnicodeDecodeError:
         raise UserError(f"noise file {path} is not a text CSV (it holds binary data); pass the "
                         "`label,label_noisy` CSV of the SLN release's format") from None
     except OSError as exc:
         raise UserError(f"noise file {path} cannot be read ({exc.strerror}); check --noise_file") from None
+    if not header and not rows:
+        raise UserError(f"noise file {path} is empty; pass the `label,label_noisy` CSV of the SLN "
+                        "release's format (python3 -m data.idn writes one)")
     if header.replace(" ", "") != "label,label_noisy":
         raise UserError(f"{path}: header {header[:80]!r}, expected 'label,label_noisy' (the SLN "
                         "release's format: clean and noisy label of each training image, in train order)")
-    try:
-        table = np.array(rows, dtype=np.int64).reshape(len(rows), 2)
-    except (ValueError, OverflowError):
-        raise UserError(f"{path}: every row must hold two integers, 'label,label_noisy'") from None
+    table = np.zeros((len(rows), 2), dtype=np.int64)
+    for i, (n, line) in enumerate(rows):
+        try:
+            clean, noisy = (int(v) for v in line.split(","))  # exactly two
+            table[i] = clean, noisy
+        except (ValueError, OverflowError):
+            raise UserError(f"{path}:{n}: {line[:40]!r} is not two integers 'label,label_noisy'; fix "
+                            "that line or make the file again (python3 -m data.idn)") from None
     return table[:, 0].copy(), table[:, 1].copy()
 
 
@@ -165,9 +174,16 @@ def noisy_labels_from_file(path, train_labels, num_classes):
 
 
 def save_noise_file(path, clean_labels, noisy_labels):
-    """Write the `label,label_noisy` CSV that load_noise_file reads."""
+    """Write the `label,label_noisy` CSV that load_noise_file reads, atomically (a temporary
+    file renamed over `path`): runs read this file, so it is never seen half written."""
     table = np.stack([np.asarray(clean_labels), np.asarray(noisy_labels)], axis=1)
-    np.savetxt(path, table, fmt="%d", delimiter=",", header="label,label_noisy", comments="")
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        np.savetxt(tmp, table, fmt="%d", delimiter=",", header="label,label_noisy", comments="")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def sln_release_path(data_root, noise_type, noise_rate):
@@ -199,8 +215,8 @@ def sln_release_file(dataset, noise_type, noise_rate, data_root, generate_flag):
     url = sln_release_url(dataset, noise_type, noise_rate)
     from torchvision.datasets.utils import download_url
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        download_url(url, os.path.dirname(path), os.path.basename(path), md5=md5)
+        with folders_made_for(os.path.dirname(path)):
+            download_url(url, os.path.dirname(path), os.path.basename(path), md5=md5)
     except Exception as exc:  # offline, refused, or a damaged download: all end the same way
         raise UserError(f"the SLN release's label file {path} is missing and could not be "
                         f"downloaded ({exc.__class__.__name__}: {str(exc)[:200]}). Download {url} "

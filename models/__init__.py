@@ -1,6 +1,7 @@
 """Model registry: build_model(name, num_classes, in_channels, width=None).
 
-`width` is the first stage's channel count (64 for the ResNets, 32 for WRN-28-2);
+`width` is the first stage's channel count (64 for the ResNets, 32 for WRN-28-2, 128 for
+the CNN);
 None keeps the papers' width. Smaller widths are for CPU tests and the demo.
 Models in PRETRAINED start from ImageNet weights unless pretrained=False
 (pretrained_path: a local weights file instead of the download); the others
@@ -8,6 +9,7 @@ always start from random weights.
 """
 from errors import UserError
 
+from .cnn import cnn
 from .preact_resnet import preact_resnet18
 from .resnet import resnet18, resnet34
 from .resnet50 import resnet50
@@ -20,6 +22,7 @@ MODELS = {
     "preact_resnet18": preact_resnet18,
     "wrn28_2": wrn28_2,
     "resnet50": resnet50,  # torchvision's, ImageNet-pretrained: Clothing1M
+    "cnn": cnn,  # the GLS release's --model cnn (co-teaching's nine-layer CNN)
 }
 PRETRAINED = ("resnet50",)
 

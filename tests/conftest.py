@@ -16,6 +16,12 @@ SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 TINY = ["--dataset", "digits", "--model", "resnet18", "--width", "8", "--device", "cpu"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """The SLURM tests wait minutes on the cluster: collect them first, so that with
+    pytest-xdist (make test) the other files run on the other worker meanwhile."""
+    items.sort(key=lambda item: "test_slurm.py" not in item.nodeid)
+
+
 def shared_file(*parts):
     """A real label file from ../shared/data, or skip the test saying why."""
     path = os.path.join(SHARED_DATA, *parts)

@@ -2,12 +2,16 @@
 annotation formats, the per-epoch balanced subset, the JPEG loader, ResNet-50, and the
 scripts end to end on a fake tree of tiny JPEGs."""
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import InterruptedSLN, read_csv, read_json, run_in_process, shared_file
+from conftest import ROOT, InterruptedSLN, read_csv, read_json, run_in_process, shared_file
 from data.clothing1m import (MEAN, STD, BalancedSubset, Clothing1M, JpegFiles, read_annotations,
                              read_image_list)
 from errors import UserError
@@ -335,7 +339,8 @@ def test_resume_on_clothing1m_reproduces_the_uninterrupted_run(merged_tree, tmp_
             + (["--resume"] if resume else []))
         validate_sln(cfg)
         args = (cfg.sigma, cfg.ema_decay, cfg.correction, cfg.n_epoch)
-        method = InterruptedSLN(*args, soft=True, stop=stop) if stop else SLN(*args, soft=True)
+        kwargs = dict(soft=True, carry_targets=False)  # as noise_clothing1m_train.py builds it
+        method = InterruptedSLN(*args, stop=stop, **kwargs) if stop else SLN(*args, **kwargs)
         return run(cfg, "noise_clothing1m_train", method)
 
     assert start("whole", workers=0) == 0
@@ -349,3 +354,46 @@ def test_resume_on_clothing1m_reproduces_the_uninterrupted_run(merged_tree, tmp_
     b = torch.load(parts / "last.pt", weights_only=True)
     assert torch.equal(a["method"]["targets"], b["method"]["targets"])
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def worker_count(pid):
+    """The child processes of `pid` (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return len(f.read().split())
+    except OSError:
+        return 0
+
+
+def test_scancel_with_dataloader_workers_ends_interrupted_and_resumable(merged_tree, tmp_path):
+    """scancel (and Ctrl-C) signal the whole process group, DataLoader workers included: the
+    workers ignore it, the run finishes its step, saves, and ends `interrupted` with exit
+    143; the same command with --if_exists auto then completes it."""
+    root, _ = merged_tree
+    argv = [sys.executable, os.path.join(ROOT, "noise_clothing1m_train.py"), "--datapath", root,
+            "--no_pretrained", "--model", "resnet18", "--width", "4", "--image_size", "16",
+            "--num_per_class", "2", "--epochs", "4", "--batch_size", "7", "--num_workers", "2",
+            "--device", "cpu", "--result_dir", str(tmp_path)]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a SLURM job step
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "noise_clothing1m_train").glob("*/metrics.csv"))
+        # after the first epoch, while the workers of a loader are alive
+        if found and len(read_csv(found[0])) >= 1 and worker_count(proc.pid) >= 2:
+            metrics = found[0]
+            os.killpg(proc.pid, signal.SIGTERM)
+            break
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=120)
+    assert metrics is not None, err
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    summary = read_json(metrics.parent / "summary.json")
+    assert summary["status"] == "interrupted" and 1 <= summary["epochs_completed"] < 4
+    again = subprocess.run(argv + ["--if_exists", "auto"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming {metrics.parent} after epoch" in again.stdout
+    assert read_json(metrics.parent / "summary.json")["status"] == "finished"
+    assert len(read_csv(metrics)) == 4

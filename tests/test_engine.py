@@ -1,12 +1,15 @@
 """utils/engine.py end to end on digits: the results contract, warm-up -> load,
-reproducibility, the lr plan."""
+reproducibility, the lr plan, the memorisation and calibration columns."""
+import contextlib
 import os
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import TINY, read_csv, read_json, run_in_process
-from utils.engine import lr_at
+from data.loader import DeviceLoader
+from utils.engine import EpochStats, evaluate, lr_at
 
 
 def run_dir_of(module, argv, capsys):
@@ -113,3 +116,106 @@ def test_validation_split_gives_honest_selection(tmp_path, capsys):
 def test_lr_plan_scales_with_epochs(n_epoch, milestones, expected):
     for epoch, lr in expected.items():
         assert lr_at(epoch, 0.1, milestones, 0.1, n_epoch) == pytest.approx(lr)
+
+
+@pytest.mark.parametrize("n_epoch", [1, 2])
+def test_a_milestone_never_applies_at_epoch_0(n_epoch):
+    """--n_epoch 1 of the warm-up plan trained at lr * gamma before: round(1/3) = 0."""
+    assert lr_at(0, 0.1, [1 / 3, 2 / 3], 0.1, n_epoch) == pytest.approx(0.1)
+
+
+def test_one_epoch_trains_at_the_first_lr(tmp_path, capsys):
+    argv = TINY + ["--n_epoch", "1", "--result_dir", str(tmp_path)]
+    assert run_in_process("main_warmup", argv) == 0
+    folder = capsys.readouterr().out.strip().splitlines()[-1].split("results: ")[1]
+    assert [float(r["lr"]) for r in read_csv(os.path.join(folder, "metrics.csv"))] == [0.1]
+
+
+# ---------------------------------------------------------------- memorisation and calibration
+
+def test_memorisation_identities_hold_every_epoch_of_a_noisy_run(warm_then_load):
+    """train_acc = (1-rho) fit_clean + rho mem_noisy and train_acc_true = (1-rho) fit_clean +
+    rho fix_noisy, rho the fraction of wrong labels among the samples trained (all of them)."""
+    _, warm, _ = warm_then_load
+    rho = read_json(os.path.join(warm, "summary.json"))["actual_noise_rate"]
+    rows = read_csv(os.path.join(warm, "metrics.csv"))
+    for r in rows:
+        v = {k: float(r[k]) for k in ("train_acc", "train_acc_true", "fit_clean", "mem_noisy", "fix_noisy")}
+        assert v["train_acc"] == pytest.approx((1 - rho) * v["fit_clean"] + rho * v["mem_noisy"], abs=1e-9)
+        assert v["train_acc_true"] == pytest.approx((1 - rho) * v["fit_clean"] + rho * v["fix_noisy"], abs=1e-9)
+        assert 0 <= v["mem_noisy"] + v["fix_noisy"] <= 100  # two disjoint outcomes of a wrong label
+    summary = read_json(os.path.join(warm, "summary.json"))
+    best = rows[summary["best_epoch"] - 1]
+    for column in ("test_ece", "test_conf", "test_loss", "mem_noisy", "fit_clean"):
+        assert summary[f"last_{column}"] == pytest.approx(float(rows[-1][column]))
+        assert summary[f"best_epoch_{column}"] == pytest.approx(float(best[column]))
+
+
+def test_stats_count_the_cells_of_hand_made_batches():
+    """EpochStats against counts made by hand: 6 samples, 3 with a wrong label, one of them an
+    open-set image (true label -1), over two batches."""
+    true = torch.tensor([0, 1, 2, 0, 1, -1])
+    noisy = torch.tensor([0, 1, 0, 2, 1, 2])          # wrong: samples 2, 3, 5
+    pred = torch.tensor([0, 2, 0, 0, 1, 2])          # 2 memorised (0), 3 fixed (0), 5 memorised (2)
+    logits = torch.nn.functional.one_hot(pred, 3).float() * 5
+    stats = EpochStats(torch.device("cpu"), true)
+    for step, idx in enumerate((torch.tensor([4, 0, 2]), torch.tensor([5, 1, 3]))):
+        stats.add(step, torch.tensor(1.0), logits[idx], noisy[idx], idx)
+    row = stats.row()
+    assert row["train_acc"] == pytest.approx(100 * 4 / 6)        # samples 0, 2, 4, 5 fit their label
+    assert row["train_acc_true"] == pytest.approx(100 * 3 / 6)   # 0, 3, 4 fit the truth
+    assert row["fit_clean"] == pytest.approx(100 * 2 / 3)        # clean 0, 1, 4: 0 and 4
+    assert row["mem_noisy"] == pytest.approx(100 * 2 / 3)        # wrong 2, 3, 5: 2 and 5
+    assert row["fix_noisy"] == pytest.approx(100 * 1 / 3)        # 3
+    assert row["train_loss"] == pytest.approx(1.0)
+
+
+class FixedLogits(torch.nn.Module):
+    """A 'model' whose outputs are rows of a fixed table, in the order the loader yields
+    them (the eval loader is in order)."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table, self.start = table, 0
+
+    def forward(self, x):
+        out = self.table[self.start:self.start + len(x)]
+        self.start = (self.start + len(x)) % len(self.table)
+        return out
+
+
+def test_evaluation_loss_confidence_and_ece_against_an_independent_computation():
+    rng = np.random.default_rng(0)
+    n, k = 500, 10
+    logits = rng.normal(size=(n, k)) * rng.uniform(0.2, 4, size=(n, 1))
+    labels = rng.integers(0, k, n)
+    logits[np.arange(n), labels] += rng.uniform(0, 3, n)  # better than chance, some confident
+    loader = DeviceLoader(np.zeros((n, 1, 2, 2), np.uint8), labels, 64, (0.5,), (0.5,), "cpu", train=False)
+    got = evaluate(FixedLogits(torch.tensor(logits, dtype=torch.float32)), loader, contextlib.nullcontext)
+    # independently, in float64 numpy: 15 bins (b/15, (b+1)/15]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    conf, pred = p.max(1), p.argmax(1)
+    correct = pred == labels
+    ece = 0.0
+    for b in range(15):
+        members = (conf > b / 15) & (conf <= (b + 1) / 15)
+        if members.any():
+            ece += members.mean() * abs(correct[members].mean() - conf[members].mean())
+    assert got["acc"] == pytest.approx(100 * correct.mean())
+    assert got["conf"] == pytest.approx(100 * conf.mean(), rel=1e-5)
+    assert got["ece"] == pytest.approx(100 * ece, rel=1e-4)
+    assert got["loss"] == pytest.approx(-np.log(p[np.arange(n), labels]).mean(), rel=1e-5)
+    assert 1 < got["ece"] < 60  # neither calibrated by accident nor degenerate
+
+
+def test_a_last_batch_of_one_sample_joins_the_batch_before(tmp_path, capsys):
+    """Digits: 1437 = 4 * 359 + 1. The single sample would make BatchNorm fail on ResNet's
+    1x1 feature maps; it is trained in a batch of 5 instead, every epoch."""
+    loader = DeviceLoader(np.zeros((9, 1, 8, 8), np.uint8), np.arange(9), 4, (0.5,), (0.5,), "cpu", train=True)
+    sizes = [len(y) for _, y, _ in loader]
+    assert sizes == [4, 5] and len(loader) == 2
+    argv = [*TINY, "--batch_size", "4", "--n_epoch", "1", "--result_dir", str(tmp_path)]
+    assert run_in_process("main_GLS_direct_train", argv) == 0
+    folder = capsys.readouterr().out.strip().splitlines()[-1].split("results: ")[1]
+    assert read_json(os.path.join(folder, "summary.json"))["status"] == "finished"

@@ -90,3 +90,31 @@ def test_cuda_loader_matches_cpu_semantics():
     loader = DeviceLoader(images, labels, 16, MEAN, STD, "cuda", train=False)
     x, y, _ = next(iter(loader))
     assert x.is_cuda and np.array_equal(denormalize(x.cpu().numpy()), images)
+
+
+def test_augmented_in_order_loader_for_label_correction():
+    """shuffle=False: every sample in train order, each a crop (or mirrored crop) of itself;
+    a stream of its own (stream=1) draws other crops than training does for the same seed
+    and epoch; a new epoch draws new ones; (seed, epoch, stream) fixes them."""
+    images, labels = make_images(24)
+    padded = np.pad(images, ((0, 0), (0, 0), (4, 4), (4, 4))).astype(np.int64)
+
+    def epoch_pixels(stream, epoch, shuffle=False):
+        loader = DeviceLoader(images, labels, 10, MEAN, STD, "cpu", train=True, seed=3,
+                              shuffle=shuffle, stream=stream)
+        loader.set_epoch(epoch)
+        batches = list(loader)
+        idx = torch.cat([b[2] for b in batches])
+        return torch.cat([b[0] for b in batches]).numpy(), idx.numpy(), torch.cat([b[1] for b in batches])
+
+    x, idx, y = epoch_pixels(1, 0)
+    assert idx.tolist() == list(range(24)) and y.tolist() == labels.tolist()
+    pixels = denormalize(x)
+    for i in range(24):
+        windows = [padded[i, :, t:t + 32, l:l + 32] for t in range(9) for l in range(9)]
+        assert any(np.array_equal(pixels[i], w) or np.array_equal(pixels[i], w[:, :, ::-1]) for w in windows)
+    train_x, train_idx, _ = epoch_pixels(0, 0, shuffle=True)
+    train_in_order = train_x[np.argsort(train_idx)]
+    assert not np.allclose(x, train_in_order)            # not the training crops
+    assert not np.allclose(x, epoch_pixels(1, 1)[0])     # fresh crops each epoch
+    assert np.array_equal(x, epoch_pixels(1, 0)[0])      # and reproducible

@@ -107,3 +107,46 @@ def test_head_counts_scale_with_classes():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(UserError, match="unknown model 'vgg'"):
         build_model("vgg", 10)
+
+
+class ReleasedCNN(nn.Module):
+    """The GLS release's --model cnn (models/nine_layer_cnn.py:11-68 of
+    UCSC-REAL/negative-label-smoothing), written again here, top_bn off."""
+
+    def __init__(self, n_outputs=10):
+        super().__init__()
+        widths = [(3, 128, 1), (128, 128, 1), (128, 128, 1), (128, 256, 1), (256, 256, 1),
+                  (256, 256, 1), (256, 512, 0), (512, 256, 0), (256, 128, 0)]
+        self.convs = nn.ModuleList(nn.Conv2d(i, o, 3, 1, p) for i, o, p in widths)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(o) for _, o, _ in widths)
+        self.l_c1 = nn.Linear(128, n_outputs)
+
+    def forward(self, h):
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            h = F.leaky_relu(bn(conv(h)), negative_slope=0.01)
+            if i in (2, 5):
+                h = F.dropout2d(F.max_pool2d(h, kernel_size=2, stride=2), p=0.25)
+        h = F.avg_pool2d(h, kernel_size=h.shape[2])
+        return self.l_c1(h.view(h.size(0), h.size(1)))
+
+
+def test_cnn_is_the_released_network_quirk_included():
+    """4,434,570 parameters; the same outputs as the release's CNN given the same weights
+    and dropout draws, in eval mode too: its functional dropout ignores the mode."""
+    ours, release = build_model("cnn", 10), ReleasedCNN(10)
+    assert n_params(ours) == n_params(release) == 4_434_570
+    ours_state = ours.state_dict()
+    order = [k for i in range(9) for k in ours_state if k.startswith(f"block{i // 3 + 1}.{i % 3}.")]
+    release_keys = [k for i in range(9) for k in release.state_dict() if k.startswith((f"convs.{i}.", f"bns.{i}."))]
+    mapped = {r: ours_state[o] for r, o in zip(release_keys, order)}
+    mapped.update({"l_c1.weight": ours_state["linear.weight"], "l_c1.bias": ours_state["linear.bias"]})
+    release.load_state_dict(mapped)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for mode in (True, False):
+        ours.train(mode), release.train(mode)
+        torch.manual_seed(5)
+        a = ours(x)
+        torch.manual_seed(5)
+        assert torch.allclose(a, release(x), atol=1e-5)
+    ours.eval()
+    assert not torch.equal(ours(x), ours(x))  # dropout in evaluation, as released

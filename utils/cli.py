@@ -7,8 +7,10 @@ as such in --help. Every flag is checked once, in validate(), before anything is
 or written: a bad value is a UserError naming the value, the valid range and the fix.
 """
 import argparse
+import errno
 import math
 import os
+import re
 import sys
 
 import torch
@@ -16,7 +18,7 @@ import torch
 from data import DATASETS, dataset_num_classes
 from data.noise import canonical_noise_type, check_noise_fits
 from errors import UserError
-from models import MODELS
+from models import MODELS, PRETRAINED
 
 from .results import RunFolder, read_json_file, warn
 
@@ -24,25 +26,44 @@ NO_OP = "accepted for compatibility with the released code, where it did nothing
 SEED_RANGE = 2 ** 32  # numpy's RandomState takes seeds in [0, 2^32)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that any negative number is a value, not an option: argparse
+    takes only -2 and -2.0 for numbers, so --smooth_rate -2. or --smooth_rate -1e0 (valid
+    NLS rates) and --weight_decay -1e-4 ended with "expected one argument"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 def finite_float(text):
     """argparse type: a float that is neither nan nor infinite."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: pass one such as 0.1 or -2") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number: pass one such as 0.1 or -2")
     return value
+
+
+def integer(text):
+    """argparse type: an int, refused with the fix (argparse says only "invalid int value")."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer: pass one such as 10") from None
 
 
 def add_engine_flags(p, d):
     """Flags of the engine (utils/engine.py) that every script has."""
     g = p.add_argument_group("training engine")
     g.add_argument("--model", default=d.get("model", "resnet"), help=f"one of {', '.join(MODELS)}")
-    g.add_argument("--width", type=int, default=None,
+    g.add_argument("--width", type=integer, default=None,
                    help="first-stage channels (default: the paper's); small widths for CPU runs")
-    g.add_argument("--seed", type=int, default=d.get("seed", 0), help="training seed (init, order, augmentation)")
-    g.add_argument("--noise_seed", type=int, default=0,
+    g.add_argument("--seed", type=integer, default=d.get("seed", 0), help="training seed (init, order, augmentation)")
+    g.add_argument("--noise_seed", type=integer, default=0,
                    help="seed of the synthetic noisy labels, independent of --seed (0: the "
                         "released experiments' labels)")
     g.add_argument("--noise_source", choices=["generate", "release"], default=d["noise_source"],
@@ -53,7 +74,7 @@ def add_engine_flags(p, d):
     g.add_argument("--noise_file", default=None, metavar="PATH",
                    help="read the noisy labels from a label,label_noisy CSV (the SLN release's "
                         "format; its clean column must equal the data set's labels)")
-    g.add_argument("--test_batch_size", type=int, default=d["test_batch_size"])
+    g.add_argument("--test_batch_size", type=integer, default=d["test_batch_size"])
     g.add_argument("--lr_milestones", type=finite_float, nargs="*", default=d["lr_milestones"],
                    help="epochs where the lr is multiplied by --lr_gamma, as fractions of the epoch count")
     g.add_argument("--lr_gamma", type=finite_float, default=d.get("lr_gamma", 0.1))
@@ -74,9 +95,9 @@ def add_engine_flags(p, d):
     g.add_argument("--loss_bound", type=finite_float, default=1e4,
                    help="stop as diverged when the batch loss is non-finite or |loss| exceeds this "
                         "(0 disables the bound; non-finite losses always stop the run)")
-    g.add_argument("--print_freq", type=int, default=d.get("print_freq", 50),
+    g.add_argument("--print_freq", type=integer, default=d.get("print_freq", 50),
                    help="steps between divergence checks (each costs one host sync)")
-    g.add_argument("--ckpt_every", type=int, default=1, help="epochs between last.pt checkpoints")
+    g.add_argument("--ckpt_every", type=integer, default=1, help="epochs between last.pt checkpoints")
     g = p.add_argument_group("the run folder")
     g.add_argument("--if_exists", choices=["refuse", "auto", "overwrite"], default=None,
                    help="what to do when the run folder holds results: refuse (the default); auto: "
@@ -93,11 +114,12 @@ def add_engine_flags(p, d):
     r.add_argument("--noise_path", default=None, metavar="PATH",
                    help="CIFAR-N label file for the human noise types (default: "
                         "<data root>/CIFAR-10_human.pt or CIFAR-100_human.pt; downloaded when missing)")
-    r.add_argument("--num_per_class", type=int, default=d.get("num_per_class", 18976),
-                   help="Clothing1M: noisy train images per class in each epoch's balanced subset")
-    r.add_argument("--image_size", type=int, default=224,
+    r.add_argument("--num_per_class", type=integer, default=d.get("num_per_class", 18976),
+                   help="Clothing1M: noisy train images per class in each epoch's balanced subset "
+                        "(-1: every image, as the release's -1)")
+    r.add_argument("--image_size", type=integer, default=224,
                    help="Clothing1M: crop size (resize to size * 256/224 first); small for CPU tests")
-    r.add_argument("--num_workers", type=int, default=d.get("num_workers", 4),
+    r.add_argument("--num_workers", type=integer, default=d.get("num_workers", 4),
                    help="DataLoader workers decoding JPEGs (Clothing1M); CIFAR needs none")
     r.add_argument("--pretrained_path", default=None, metavar="PATH",
                    help="resnet50: ImageNet weights from this file instead of torchvision's download")
@@ -108,7 +130,7 @@ def add_engine_flags(p, d):
 
 def gls_parser(doc, d):
     """The flags of the released GLS scripts plus the engine's."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("released flags")
     g.add_argument("--lr", type=finite_float, default=d["lr"], help="first lr of the plan")
     g.add_argument("--loss", default="gls", help=f"{NO_OP}: --wa/--wb/--smooth_rate set the loss")
@@ -120,7 +142,7 @@ def gls_parser(doc, d):
                         "synthetic twins <type>_twin; real (Clothing1M). Default: symmetric, "
                         "real on clothing1m")
     g.add_argument("--dataset", default="cifar10", help=", ".join(DATASETS))
-    g.add_argument("--n_epoch", type=int, default=d["n_epoch"])
+    g.add_argument("--n_epoch", type=integer, default=d["n_epoch"])
     g.add_argument("--wa", type=finite_float, default=d["wa"], help="weight of plain CE")
     g.add_argument("--wb", type=finite_float, default=d["wb"], help="weight of GLS")
     g.add_argument("--smooth_rate", type=finite_float, default=d["smooth_rate"],
@@ -130,7 +152,7 @@ def gls_parser(doc, d):
     g = p.add_argument_group("data")
     g.add_argument("--data_root", default="./data",
                    help="folder holding the data set (Clothing1M: images/ and the annotation files)")
-    g.add_argument("--batch_size", type=int, default=d["batch_size"])
+    g.add_argument("--batch_size", type=integer, default=d["batch_size"])
     add_engine_flags(p, d)
     return p
 
@@ -141,15 +163,15 @@ def sln_parser(doc, d):
     The released names map onto the engine's with dest=: --epochs -> n_epoch,
     --noise_mode -> noise_type, --datapath -> data_root.
     """
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("released flags")
     g.add_argument("--dataset", default=d["dataset"], help=", ".join(DATASETS))
-    g.add_argument("--num_class", type=int, default=d["num_class"],
+    g.add_argument("--num_class", type=integer, default=d["num_class"],
                    help="class count; must match --dataset")
     g.add_argument("--datapath", dest="data_root", default=d["datapath"],
                    help="folder holding the data set (and the release's label_noisy/ files)")
-    g.add_argument("--batch_size", type=int, default=d["batch_size"])
-    g.add_argument("--epochs", dest="n_epoch", type=int, default=d["n_epoch"])
+    g.add_argument("--batch_size", type=integer, default=d["batch_size"])
+    g.add_argument("--epochs", dest="n_epoch", type=integer, default=d["n_epoch"])
     g.add_argument("--lr", type=finite_float, default=d["lr"], help="first lr of the plan")
     g.add_argument("--noise_mode", dest="noise_type", default=d["noise_mode"],
                    help="sym, asym, dependent, openset; also clean, symmetric, pairflip, instance; "
@@ -158,10 +180,10 @@ def sln_parser(doc, d):
     g.add_argument("--noise_rate", type=finite_float, default=d["noise_rate"])
     g.add_argument("--sigma", type=finite_float, default=d["sigma"],
                    help="std of the stochastic label noise (0: none)")
-    g.add_argument("--correction", type=int, default=d["correction"],
+    g.add_argument("--correction", type=integer, default=d["correction"],
                    help="label correction after this many epochs; -1 or any value outside "
                         "1..epochs-1: never")
-    g.add_argument("--gpu_id", type=int, default=0,
+    g.add_argument("--gpu_id", type=integer, default=0,
                    help="CUDA device index, used when CUDA is present and --device is auto")
     g = p.add_argument_group("added")
     g.add_argument("--result_dir", default="results", help="where run folders go")
@@ -189,6 +211,8 @@ def check_device(name):
 
 
 def check_folder_flag(flag, path, must_exist=False):
+    if not path:
+        raise UserError(f"{flag} is empty (an unset shell variable?): pass a folder")
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag} {path} is a file, not a folder: pass a folder")
     if must_exist and not os.path.isdir(path):
@@ -197,8 +221,9 @@ def check_folder_flag(flag, path, must_exist=False):
 
 def check_file_flag(flag, path):
     if path is not None and not os.path.isfile(path):
-        what = "a folder, not a file" if os.path.isdir(path) else "no such file"
-        raise UserError(f"{flag} {path}: {what}")
+        what = ("a folder, not a file" if os.path.isdir(path) else
+                "not a regular file" if os.path.exists(path) else "no such file")
+        raise UserError(f"{flag} {path}: {what}; pass the path of an existing file")
 
 
 def resolve_if_exists(cfg):
@@ -249,14 +274,20 @@ def validate(cfg):
         (all(0.0 < m < 1.0 for m in cfg.lr_milestones),
          f"--lr_milestones {cfg.lr_milestones} must be fractions of the run in (0, 1)"),
         (cfg.print_freq >= 1 and cfg.ckpt_every >= 1, "--print_freq and --ckpt_every must be >= 1"),
-        (cfg.num_per_class >= 1, f"--num_per_class {cfg.num_per_class} must be at least 1"),
+        (cfg.num_per_class >= 1 or cfg.num_per_class == -1,
+         f"--num_per_class {cfg.num_per_class} must be at least 1, or -1 for every image"),
         (cfg.image_size >= 8, f"--image_size {cfg.image_size} must be at least 8"),
         (cfg.num_workers >= 0, f"--num_workers {cfg.num_workers} must be >= 0"),
         (not (cfg.no_pretrained and cfg.pretrained_path),
-         "--no_pretrained and --pretrained_path exclude each other"),
+         "--no_pretrained and --pretrained_path exclude each other: keep one"),
+        (not cfg.pretrained_path or cfg.model in PRETRAINED,
+         f"--pretrained_path gives ImageNet weights to {', '.join(PRETRAINED)}; --model {cfg.model} "
+         "always starts from random weights: drop --pretrained_path or use --model resnet50"),
         (cfg.model != "resnet50" or cfg.dataset != "digits",
          "--model resnet50 takes 3-channel images; digits are 1-channel: use resnet18, resnet34, "
          "preact_resnet18 or wrn28_2"),
+        (cfg.model != "cnn" or cfg.dataset in ("cifar10", "cifar100"),
+         f"--model cnn is the release's network for 32x32 CIFAR images, not {cfg.dataset}: use a ResNet"),
     ])
     check_file_flag("--noise_file", cfg.noise_file)
     check_file_flag("--noise_path", cfg.noise_path if cfg.noise_path and os.path.exists(cfg.noise_path) else None)
@@ -318,18 +349,25 @@ def find_warmup_checkpoint(cfg, which="best"):
         if not os.path.isfile(os.path.join(folder, "config.json")):
             continue
         warm, problem = read_json_file(os.path.join(folder, "config.json"))
-        if warm is None:
-            warn(f"skipping the warm-up folder {folder}: its config.json is {problem}")
+        if warm is None or not isinstance(warm.get("noise_type"), str):
+            problem = problem or f"is damaged (noise_type {warm.get('noise_type')!r})"
+            warn(f"skipping the warm-up folder {folder}: its config.json {problem}")
             continue
-        warm["noise_type"] = canonical_noise_type(warm.get("noise_type"))
+        warm["noise_type"] = canonical_noise_type(warm["noise_type"])
         if all(warm.get(k) == getattr(cfg, k, None) for k in keys) and \
                 os.path.exists(os.path.join(folder, f"{which}.pt")):
             candidates.append((warm.get("seed") != cfg.seed, folder))
     finished = [c for c in candidates if RunFolder(c[1]).status() == "finished"]
     if not finished:
-        hint = (f"python3 main_warmup.py --dataset {cfg.dataset} --noise_type {cfg.noise_type} "
-                f"--noise_rate {cfg.noise_rate} --model {cfg.model} --seed {cfg.seed} "
-                f"--result_dir {cfg.result_dir}")
+        # Every setting the search matches on, so that the warm-up made is found next time.
+        flags = {"dataset": cfg.dataset, "noise_type": cfg.noise_type, "noise_rate": cfg.noise_rate,
+                 "model": cfg.model, "width": cfg.width, "seed": cfg.seed,
+                 "noise_seed": cfg.noise_seed or None, "val_fraction": cfg.val_fraction or None,
+                 "noise_source": None if cfg.noise_source == "generate" else cfg.noise_source,
+                 "noise_file": cfg.noise_file, "noise_path": cfg.noise_path,
+                 "data_root": None if cfg.data_root == "./data" else cfg.data_root,
+                 "result_dir": cfg.result_dir}
+        hint = "python3 main_warmup.py " + " ".join(f"--{k} {v}" for k, v in flags.items() if v is not None)
         found = f" ({len(candidates)} unfinished)" if candidates else ""
         raise UserError(f"no finished warm-up run{found} under {root} for "
                         f"{cfg.dataset}, {cfg.noise_type} {cfg.noise_rate}, model {cfg.model}. "
@@ -341,11 +379,26 @@ def find_warmup_checkpoint(cfg, which="best"):
     return os.path.join(finished[0][1], f"{which}.pt")
 
 
+# Errors of the file system, not of the code: a message is clearer than a traceback.
+DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some of your quota",
+               errno.EROFS: "use a writable --result_dir"}
+
+
 def run_main(main):
-    """Run a script's main(); bad input ends with its message and exit status 2."""
+    """Run a script's main(); bad input ends with its message and exit status 2. A full disk
+    or quota ends with its message and exit status 1: every file is written atomically, so
+    the run folder keeps its last complete state (a run records `failed`), and the same
+    command with --if_exists auto continues or restarts it."""
     try:
         code = main()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror}{where}: {DISK_ERRORS[exc.errno]}, then rerun the same command "
+              "with --if_exists auto (the last complete checkpoint was kept)", file=sys.stderr)
+        code = 1
     sys.exit(code)

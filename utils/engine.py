@@ -373,8 +373,9 @@ def label_identity(cfg, noisy, provenance):
 def load_init_weights(model, path, identity):
     """Start from another run's checkpoint (the warm-up), refusing one trained on other
     noisy labels, another data set or another model."""
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("identity"), dict):
+    fix = "pass another --warmup_ckpt, or train the warm-up again with main_warmup.py"
+    ckpt = load_checkpoint(path, fix=fix)
+    if not isinstance(ckpt.get("identity"), dict):
         raise UserError(f"{path} holds no record of the noisy labels and model it was trained "
                         "with (it was not written by this version of main_warmup.py): train the "
                         "warm-up again with main_warmup.py")
@@ -392,34 +393,60 @@ def load_init_weights(model, path, identity):
                         "warm-up of the same noise (see --warmup_ckpt)")
     try:
         model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError) as exc:
+    except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise UserError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); "
-                        "it was trained for another model or class count") from None
+                        f"it was trained for another model or class count: {fix}") from None
 
 
 def config_dict(cfg):
     return dict(vars(cfg))
 
 
-def load_resume_state(folder, config, noisy):
-    """last.pt of the run to resume, after checking that the folder belongs to these flags
-    and labels. Every problem is a UserError, raised before anything is written."""
-    saved = result_settings(folder.read_json("config.json"))
-    current = result_settings(config)
-    changed = [k for k in set(saved) | set(current) if saved.get(k) != current.get(k)]
+def changed_settings(saved, current):
+    saved, current = result_settings(saved), result_settings(current)
+    return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+
+
+def load_resume_state(folder, config, noisy, identity):
+    """last.pt of the run to resume, after checking that the folder, and the checkpoint
+    itself, belong to these flags and labels. Every problem is a UserError, raised before
+    anything is written."""
+    again = "start again with --if_exists overwrite"
+    changed = changed_settings(folder.read_json("config.json"), config)
     if changed:
-        raise UserError(f"{folder.path} was started with other settings ({', '.join(sorted(changed))}): "
-                        "resume with the original flags, or start again with --if_exists overwrite")
+        raise UserError(f"{folder.path} was started with other settings ({', '.join(changed)}): "
+                        f"resume with the original flags, or {again}")
     if not np.array_equal(folder.load_npy("noisy_labels.npy"), noisy):
         raise UserError(f"the noisy labels made now differ from {folder.file('noisy_labels.npy')}: "
-                        "the label file or code changed since the run started; start again with "
-                        "--if_exists overwrite")
+                        f"the label file or code changed since the run started; {again}")
+    path = folder.file("last.pt")
     ckpt = folder.load_checkpoint("last.pt")
-    missing = [k for k in ("model", "optimizer", "method", "state", "rng") if k not in ckpt]
+    missing = [k for k in ("model", "optimizer", "method", "state", "rng", "config", "identity") if k not in ckpt]
     if missing:
-        raise UserError(f"{folder.file('last.pt')} lacks {', '.join(missing)}: it is not a complete "
-                        "checkpoint of this run; start again with --if_exists overwrite")
+        raise UserError(f"{path} lacks {', '.join(missing)}: it is not a complete checkpoint of this run; {again}")
+    if not isinstance(ckpt["config"], dict) or changed_settings(ckpt["config"], config) or \
+            not isinstance(ckpt["identity"], dict) or ckpt["identity"].get("labels_sha1") != identity["labels_sha1"]:
+        raise UserError(f"{path} is the checkpoint of another run (other settings or noisy labels): {again}")
+    state = ckpt["state"]
+    if not (isinstance(state, dict) and isinstance(state.get("epoch"), int) and isinstance(state.get("rows"), list)
+            and 0 <= state["epoch"] <= config["n_epoch"] and len(state["rows"]) == state["epoch"]):
+        raise UserError(f"{path} holds no consistent training state: {again}")
     return ckpt
+
+
+def restore_run(r, method, folder):
+    """Load the resumed run's weights, optimiser, method state and every RNG state (last, so
+    that nothing after it draws); a checkpoint that does not fit is a UserError."""
+    ckpt = r.resume_from
+    try:
+        r.model.load_state_dict(ckpt["model"])
+        r.optimizer.load_state_dict(ckpt["optimizer"])
+        method.load_state_dict(ckpt["method"])
+        restore_rng(ckpt["rng"])
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise UserError(f"{folder.file('last.pt')} does not fit this run ({str(exc).splitlines()[0]}); "
+                        "start again with --if_exists overwrite") from None
+    return ckpt["state"]
 
 
 # ---------------------------------------------------------------- the run
@@ -463,7 +490,7 @@ def prepare_run(cfg, config, method, init_from, resume_folder):
         model = model.to(memory_format=torch.channels_last)
     if init_from:
         load_init_weights(model, init_from, identity)
-    resume_from = load_resume_state(resume_folder, config, noisy) if resume_folder else None
+    resume_from = load_resume_state(resume_folder, config, noisy, identity) if resume_folder else None
     noise = noise_report(data, noisy, provenance)
     true = true_train_labels(data)
     train_noisy, val_index = noisy, None
@@ -509,6 +536,11 @@ def run(cfg, script, method, init_from=None):
             print(f"results: {path}")
             return EXIT_DIVERGED
         r = prepare_run(cfg, config, method, init_from, folder if action == "resume" else None)
+        if action == "resume":
+            state = restore_run(r, method, folder)
+            print(f"resuming {path} after epoch {state['epoch']}")
+        else:  # the accuracy before the first step; it also reads every evaluation image once
+            state = new_state(r, evaluate_all(r, method))
         if guard.signum is not None:  # stopped while preparing: nothing written yet
             return EXIT_SIGNAL[guard.signum]
         # Only now, with flags, data, labels and checkpoints checked, is the folder written.
@@ -522,39 +554,29 @@ def run(cfg, script, method, init_from=None):
                 folder.save_npy(f"{name}.npy", array)
             if r.val_index is not None:
                 folder.save_npy("val_index.npy", r.val_index)
-        return train(r, script, method, init_from, folder, guard)
+        return train(r, script, method, init_from, folder, guard, state)
 
 
-def train(r, script, method, init_from, folder, guard):
-    """The epoch loop of a prepared run, writing its folder as it goes."""
-    cfg, model = r.cfg, r.model
+def evaluate_all(r, method):
+    """{'test_acc': .., 'test_ece': .., 'test_acc_ema': ..} for the model and the method's."""
+    models = {"": r.model, **{f"_{k}": m for k, m in method.eval_models().items()}}
+    return {f"{split}_{metric}{suffix}": value
+            for suffix, m in models.items() for split, loader in r.eval_splits.items()
+            for metric, value in evaluate(m, loader, r.autocast).items()}
 
-    def evaluate_all():
-        """{'test_acc': .., 'test_ece': .., 'test_acc_ema': ..} for the model and the method's."""
-        models = {"": model, **{f"_{k}": m for k, m in method.eval_models().items()}}
-        return {f"{split}_{metric}{suffix}": value
-                for suffix, m in models.items() for split, loader in r.eval_splits.items()
-                for metric, value in evaluate(m, loader, r.autocast).items()}
 
-    state = {"epoch": 0, "rows": [], "wall_time_s": 0.0, "initial": None}
-    if cfg.record_train_probs:  # the sum over epochs of the train softmax
+def new_state(r, initial):
+    """The training state of a new run (what last.pt carries forward)."""
+    state = {"epoch": 0, "rows": [], "wall_time_s": 0.0, "initial": initial}
+    if r.cfg.record_train_probs:  # the sum over epochs of the train softmax
         state["train_probs_sum"] = torch.zeros(len(r.ctx.noisy_labels), r.data.num_classes,
                                                dtype=torch.float64)
-    if r.resume_from is not None:
-        ckpt = r.resume_from
-        try:
-            model.load_state_dict(ckpt["model"])
-            r.optimizer.load_state_dict(ckpt["optimizer"])
-            method.load_state_dict(ckpt["method"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(f"{folder.file('last.pt')} does not fit this run ({str(exc).splitlines()[0]}); "
-                            "start again with --if_exists overwrite") from None
-        state = ckpt["state"]
-        restore_rng(ckpt["rng"])
-        print(f"resuming {folder.path} after epoch {state['epoch']}")
-    else:
-        state["initial"] = evaluate_all()
+    return state
 
+
+def train(r, script, method, init_from, folder, guard, state):
+    """The epoch loop of a prepared run, writing its folder as it goes."""
+    cfg, model = r.cfg, r.model
     summary = {"status": "running", "script": script, "run_dir": folder.path, "method": method.tag,
                "dataset": cfg.dataset, "noise_type": cfg.noise_type, "noise_rate": cfg.noise_rate,
                "model": cfg.model, "seed": cfg.seed, "n_epoch": cfg.n_epoch,
@@ -589,7 +611,7 @@ def train(r, script, method, init_from, folder, guard):
                                    stats, epoch + 1, guard, cfg.print_freq,
                                    desc=f"epoch {epoch + 1}/{cfg.n_epoch}"):
                 break
-            row = {"epoch": epoch + 1, "lr": lr, **stats.row(), **evaluate_all()}
+            row = {"epoch": epoch + 1, "lr": lr, **stats.row(), **evaluate_all(r, method)}
             if "train_probs_sum" in state:
                 logits, _ = r.ctx.predict(model)
                 state["train_probs_sum"] += torch.softmax(logits.double(), dim=1).cpu()
@@ -608,6 +630,13 @@ def train(r, script, method, init_from, folder, guard):
               f"{hint + ' ' if hint else ''}The last good epoch's checkpoint is kept.")
         print(f"results: {folder.path}")
         return EXIT_DIVERGED
+    except Exception as exc:
+        if guard.signum is None:
+            write_summary("failed", error=f"{exc.__class__.__name__}: {exc}")
+            raise
+        # The signal that stops the run reached the whole process group: a DataLoader
+        # worker it caught while starting (before it ignores such signals) ends the epoch
+        # with an error. The run stops as interrupted after its last complete epoch.
     except BaseException as exc:
         write_summary("failed", error=f"{exc.__class__.__name__}: {exc}")
         raise
@@ -625,15 +654,19 @@ def train(r, script, method, init_from, folder, guard):
 def save_epoch(folder, cfg, r, method, state):
     """metrics.csv (and train_probs.npy) every epoch; last.pt every --ckpt_every epochs and at the end;
     best.pt when the selection accuracy improves: validation accuracy where the run has
-    a validation split, else test accuracy (the papers' choice)."""
+    a validation split, else test accuracy (the papers' choice); the momentum model's
+    where the method has one (SLN-MO: it is the model the release reports, and its
+    Clothing1M script saves both networks when the momentum model's val accuracy improves)."""
     rows = state["rows"]
     folder.write_csv("metrics.csv", rows, list(rows[0].keys()))
     row = rows[-1]
-    key = "val_acc" if "val_acc" in row else "test_acc"
+    extra = method.eval_models()
+    key = ("val_acc" if "val_acc" in row else "test_acc") + ("_ema" if "ema" in extra else "")
     if all(row[key] > r_[key] for r_ in rows[:-1]):
-        folder.save_checkpoint("best.pt", {"model": r.model.state_dict(), "epoch": row["epoch"],
-                                           "test_acc": row["test_acc"], "selected_by": key,
-                                           "identity": r.identity, "config": r.config})
+        folder.save_checkpoint("best.pt", {
+            "model": r.model.state_dict(), "epoch": row["epoch"], "test_acc": row["test_acc"],
+            "selected_by": key, "eval_models": {k: m.state_dict() for k, m in extra.items()},
+            "identity": r.identity, "config": r.config})
     if "train_probs_sum" in state:  # --record_train_probs: the mean over the epochs so far
         folder.save_npy("train_probs.npy", (state["train_probs_sum"] / state["epoch"]).numpy())
     if state["epoch"] % cfg.ckpt_every == 0 or state["epoch"] == cfg.n_epoch:

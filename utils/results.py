@@ -84,15 +84,16 @@ def write_csv(path, rows, columns):
 
 
 def read_json_file(path):
-    """A JSON object from `path`, or None with the reason when it is missing, damaged or
-    not an object: (obj, None) or (None, reason)."""
+    """A JSON object from `path`, or None with what is wrong when it is missing, damaged or
+    not an object: (obj, None) or (None, "is missing" / "is not readable JSON (...)" /
+    "holds a JSON list, not an object")."""
     try:
         with open(path, encoding="utf-8") as f:
             obj = json.load(f)
     except FileNotFoundError:
-        return None, "missing"
+        return None, "is missing"
     except (OSError, ValueError) as exc:
-        return None, f"not readable JSON ({exc.__class__.__name__})"
+        return None, f"is not readable JSON ({exc.__class__.__name__})"
     if not isinstance(obj, dict):
         return None, f"holds a JSON {type(obj).__name__}, not an object"
     return obj, None
@@ -134,7 +135,7 @@ class RunFolder:
         """The JSON object in `name`; a damaged or missing file is a UserError naming it."""
         obj, problem = read_json_file(self.file(name))
         if obj is None:
-            raise UserError(f"{self.file(name)} is {problem}: the run folder is damaged; "
+            raise UserError(f"{self.file(name)} {problem}: the run folder is damaged; "
                             "start the run again with --if_exists overwrite")
         return obj
 
@@ -164,7 +165,8 @@ class RunFolder:
         atomic_write_bytes(self.file(name), buf.getvalue())
 
     def load_checkpoint(self, name, map_location="cpu"):
-        return load_checkpoint(self.file(name), map_location)
+        return load_checkpoint(self.file(name), map_location,
+                               fix="start the run again with --if_exists overwrite")
 
     def status(self):
         """'finished', 'diverged', 'interrupted', 'running' (or crashed), 'failed', or None
@@ -173,16 +175,21 @@ class RunFolder:
         return None if summary is None else summary.get("status")
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Our checkpoints hold tensors and plain Python values only: weights_only loading works."""
+def load_checkpoint(path, map_location="cpu", fix="pass a checkpoint written by this project"):
+    """Our checkpoints hold tensors and plain Python values only: weights_only loading works.
+    A missing or unreadable file is a UserError ending with `fix`, the caller's way on."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise UserError(f"checkpoint {path} does not exist") from None
+        raise UserError(f"checkpoint {path} does not exist: {fix}") from None
     except Exception as exc:
         raise UserError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''}); it is damaged or "
-                        "not one of this project's checkpoints") from None
+                        f"not one of this project's checkpoints: {fix}") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"checkpoint {path} holds a {type(ckpt).__name__}, not one of this "
+                        f"project's checkpoints: {fix}")
+    return ckpt
 
 
 # ---------------------------------------------------------------- one process per run folder
@@ -290,11 +297,21 @@ def claim_run_folder(path, if_exists, retry_diverged=False):
         lock.release()
 
 
+# The files a run writes; any of them that exists but is not a regular file (a folder, a
+# device) is damage that neither a resume nor a refusal message can work around.
+RESULT_FILES = ("config.json", "noisy_labels.npy", "noise.json", "metrics.csv", "summary.json",
+                "last.pt", "best.pt", "train_probs.npy", "val_index.npy")
+
+
 def decide(folder, if_exists, retry_diverged):
     if not folder.contents():
         return "start"
     if if_exists == "overwrite":
         return "overwrite"
+    damaged = [n for n in RESULT_FILES if os.path.lexists(folder.file(n)) and not os.path.isfile(folder.file(n))]
+    if damaged:
+        raise UserError(f"{folder.path}: {', '.join(damaged)} is not a regular file: the run folder is "
+                        "damaged; start the run again with --if_exists overwrite")
     status = folder.status()
     if if_exists == "auto":
         if status == "finished":

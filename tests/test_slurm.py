@@ -1,0 +1,163 @@
+"""sweep.py --slurm on a real SLURM cluster (../shared/slurm/start-local-slurm.sh starts
+one on this machine; .ci/run does). Everything is submitted when the module starts and
+asserted afterwards, so the tests share one wait of 2 to 3 minutes:
+
+- a GLS sweep whose warm-up needs longer than its 1-minute limit: SLURM warns the task,
+  the warm-up saves, the task requeues itself and resumes it, and the warm-up ends with
+  exactly the metrics of an uninterrupted run; the load runs' array waits for it;
+- a run cancelled with scancel: interrupted, not requeued, resumable."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, TINY, read_csv, read_json
+from test_sweep import attempts, header_time, outcomes
+
+# About 0.3 s an epoch on one core: 250 epochs (80 s) outlast the first slice for sure
+# (SLURM's warning comes 20 to 50 s into a 1-minute limit: sweep.py asks for 10 s, and
+# SLURM checks on a 30 s tick).
+WARMUP = ["--n_epoch", "250", "--batch_size", "32"]
+LIMIT = "--time=00:01:00"
+
+
+def submit(*args, result_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # sbatch passes the environment on to the tasks
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), *args, *TINY,
+                           "--result_dir", result_dir], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [line.split()[3].rstrip(":") for line in proc.stdout.splitlines()
+            if line.startswith("submitted job array ")]
+
+
+def scontrol(job):
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    return dict(w.split("=", 1) for w in out.split() if "=" in w)
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(1)
+    pytest.fail(f"{what} did not happen within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if not shutil.which("sbatch"):
+        pytest.skip("no sbatch on PATH: start a local cluster with ../shared/slurm/start-local-slurm.sh (root)")
+    if subprocess.run(["sinfo"], capture_output=True).returncode != 0:
+        pytest.skip("sbatch is installed but no SLURM controller answers (sinfo fails)")
+    base = tmp_path_factory.mktemp("slurm")
+    gls, cancel, reference = (str(base / name) for name in ("gls", "cancel", "reference"))
+    jobs = submit("gls", "--slurm", "--smooth_rates", "0.4 -2.0", "--noise", "symmetric:0.4",
+                  "--warmup_args", " ".join(WARMUP), "--sbatch_args", LIMIT, "--n_epoch", "2",
+                  result_dir=gls)
+    jobs += submit("gls", "--slurm", "--mode", "direct", "--smooth_rates", "0.4", "--noise", "symmetric:0.4",
+                   "--n_epoch", "20", "--batch_size", "32", result_dir=cancel)
+    # The warm-up as one uninterrupted run, meanwhile, on this machine.
+    with open(os.path.join(gls, "sweep_logs", "sweep_gls", "tasks_warmup.jsonl")) as f:
+        warmup = json.loads(f.readline())
+    ref = subprocess.Popen([*warmup["command"], "--result_dir", reference], cwd=ROOT,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    yield {"gls": gls, "cancel": cancel, "jobs": jobs, "warmup": warmup, "reference": reference, "ref": ref}
+    subprocess.run(["scancel", *jobs], capture_output=True)  # what a failed test left running
+    ref.kill()
+    ref.wait()
+
+
+def test_the_second_array_waits_for_the_warmups(cluster):
+    warmup_job, runs_job = cluster["jobs"][:2]
+    state = scontrol(runs_job)
+    assert (state["JobState"], state["Reason"]) == ("PENDING", "Dependency")
+    assert state["Dependency"].startswith(f"afterany:{warmup_job}_*")
+
+
+def test_scancel_leaves_the_run_interrupted_and_resumable(cluster):
+    job = cluster["jobs"][2]
+    log_dir = os.path.join(cluster["cancel"], "sweep_logs", "sweep_gls")
+    folder = os.path.join(cluster["cancel"], "main_GLS_direct_train")
+
+    def training():
+        metrics = [os.path.join(folder, d, "metrics.csv") for d in os.listdir(folder)] \
+            if os.path.isdir(folder) else []
+        return metrics and os.path.exists(metrics[0]) and len(read_csv(metrics[0])) >= 3
+
+    wait_until(training, 120, "3 epochs of the run to be cancelled")
+    subprocess.run(["scancel", job], check=True)
+    wait_until(lambda: os.path.getsize(os.path.join(log_dir, "outcomes.tsv")) > 0, 60, "the task's outcome")
+    ((outcome, code, command, run_dir, log),) = outcomes(log_dir)
+    assert (outcome, code) == ("interrupted", "143")
+    # The task wrote its outcome before it exited; SLURM then shows the job COMPLETING a moment.
+    wait_until(lambda: scontrol(f"{job}_0").get("JobState") != "COMPLETING", 60, "the job's end")
+    state = scontrol(f"{job}_0")
+    assert (state["JobState"], state["Restarts"]) == ("CANCELLED", "0")  # not requeued
+    summary = read_json(os.path.join(run_dir, "summary.json"))
+    done = len(read_csv(os.path.join(run_dir, "metrics.csv")))
+    assert summary["status"] == "interrupted" and 3 <= done < 20
+    assert os.path.exists(os.path.join(run_dir, "last.pt"))
+
+    # The task's own command resumes it.
+    resumed = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "epoch 1/20 " not in resumed.stdout and "epoch 20/20 " in resumed.stdout
+    assert [int(r["epoch"]) for r in read_csv(os.path.join(run_dir, "metrics.csv"))] == list(range(1, 21))
+    assert read_json(os.path.join(run_dir, "summary.json"))["status"] == "finished"
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(cluster):
+    """The GLS sweep, once both arrays have ended."""
+    log_dir = os.path.join(cluster["gls"], "sweep_logs", "sweep_gls")
+
+    def ended():
+        rows = outcomes(log_dir)
+        return sum(o[0] != "requeued" for o in rows) == 3
+    wait_until(ended, 420, "the GLS sweep's end")
+    return log_dir, outcomes(log_dir)
+
+
+def test_time_limit_requeues_the_warmup_which_resumes_exactly(cluster, finished_sweep):
+    log_dir, rows = finished_sweep
+    warmup = cluster["warmup"]
+    lines = [o for o in rows if o[3] == warmup["run_dir"]]
+    assert [o[0] for o in lines[:-1]] == ["requeued"] * (len(lines) - 1) and len(lines) >= 2
+    assert [o[1] for o in lines] == ["143"] * (len(lines) - 1) + ["0"] and lines[-1][0] == "finished"
+    tries = attempts(warmup["log"])
+    assert len(tries) == len(lines)
+    assert "epoch 250/250 " in tries[-1]
+    assert all("epoch 1/250 " not in t for t in tries[1:])  # each requeue resumed, none started over
+    with open(os.path.join(log_dir, f"slurm-{cluster['jobs'][0]}_0.out")) as f:
+        slurm_log = f.read()
+    assert [f"restart {i})" in slurm_log for i in range(len(lines))] == [True] * len(lines)
+    assert slurm_log.count("scontrol requeue ") == len(lines) - 1
+
+    assert cluster["ref"].wait(timeout=300) == 0
+    (ref_dir,) = [os.path.join(cluster["reference"], "main_warmup", d)
+                  for d in os.listdir(os.path.join(cluster["reference"], "main_warmup"))]
+    assert os.path.basename(ref_dir) == os.path.basename(warmup["run_dir"])
+
+    def untimed(rows):
+        return [{k: v for k, v in r.items() if "time" not in k} for r in rows]
+    got = read_csv(os.path.join(warmup["run_dir"], "metrics.csv"))
+    assert len(got) == 250 and untimed(got) == untimed(read_csv(os.path.join(ref_dir, "metrics.csv")))
+
+
+def test_load_runs_start_after_the_requeued_warmup_finished(cluster, finished_sweep):
+    log_dir, rows = finished_sweep
+    warmup = cluster["warmup"]["run_dir"]
+    loads = [o for o in rows if "/main_GLS_load/" in o[3]]
+    assert sorted(o[:2] for o in loads) == [("finished", "0")] * 2
+    warmup_end = os.path.getmtime(os.path.join(warmup, "summary.json"))
+    for o in loads:
+        assert read_json(os.path.join(o[3], "summary.json"))["init_from"] == os.path.join(warmup, "best.pt")
+        assert header_time(o[4]) >= int(warmup_end) and len(attempts(o[4])) == 1
