@@ -6,13 +6,14 @@ Each batch file is a pickle (latin1) with `data` uint8 (N, 3072), channel-major
 label files index that order. We validate structure (keys, shapes, label ranges),
 not the md5 of extracted files, so a user's own copy and test fixtures load.
 """
-import contextlib
 import os
 import pickle
 
 import numpy as np
 
 from errors import UserError
+
+from .download import folders_made_for
 
 SPECS = {
     "cifar10": dict(
@@ -47,24 +48,6 @@ def _missing_message(name, root, reason):
             f"({reason}). Download {spec['archive']} from {spec['url']} (md5 {spec['md5']}) "
             f"and extract it under {root}, or point --data_root/--datapath at the folder "
             f"that holds {spec['folder']}. Offline, use --dataset digits.")
-
-
-@contextlib.contextmanager
-def folders_made_for(folder):
-    """Create `folder` (and its missing parents) for a download; if the download fails,
-    remove again those it created that are still empty, so a refused run leaves nothing."""
-    made, path = [], os.path.abspath(folder)
-    while not os.path.exists(path):
-        made.append(path)
-        path = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    try:
-        yield
-    except BaseException:
-        for path in made:  # deepest first
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
-        raise
 
 
 def download_cifar(name, root):

@@ -19,7 +19,7 @@ import torch
 
 from errors import UserError
 
-from .cifar import folders_made_for
+from .download import download_file
 
 REPOSITORY = "https://github.com/UCSC-REAL/cifar-10-100n"
 FILES = {
@@ -125,22 +125,8 @@ def fetch_label_file(dataset, path):
     """Download the released file to `path` when it is missing (md5 checked)."""
     if os.path.exists(path):
         return path
-    from torchvision.datasets.utils import download_url
-
-    spec = FILES[dataset]
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        with folders_made_for(folder):
-            download_url(download_url_of(dataset), folder, os.path.basename(path), md5=spec["md5"])
-    except Exception as exc:  # offline, refused, or a damaged download: all end the same way
-        raise UserError(f"the CIFAR-N label file {path} is missing and could not be downloaded "
-                        f"({exc.__class__.__name__}: {exc}). Download {spec['filename']} "
-                        f"(md5 {spec['md5']}) from the data/ folder of {REPOSITORY} and put it at "
-                        f"{path}, or point --noise_path at it") from None
-    if not os.path.exists(path):
-        raise UserError(f"downloading {download_url_of(dataset)} did not produce {path}; "
-                        f"download it by hand from {REPOSITORY} (folder data/)")
-    return path
+    return download_file(download_url_of(dataset), path, FILES[dataset]["md5"], "the CIFAR-N label file",
+                         f"or point --noise_path at it (the data/ folder of {REPOSITORY})")
 
 
 def human_type_of(noise_type):

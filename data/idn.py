@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from data import DATASETS, load_dataset
-from data.cifar import folders_made_for
+from data.download import folders_made_for
 from data.noise import actual_noise_rate, idn_noisy_labels, save_noise_file
 from errors import UserError
 from models import build_model

@@ -22,8 +22,9 @@ from scipy.stats import truncnorm
 
 from errors import UserError
 
-from .cifar import SPECS as CIFAR_SPECS, find_cifar_folder, folders_made_for, load_cifar
+from .cifar import SPECS as CIFAR_SPECS, find_cifar_folder, load_cifar
 from .cifarn import CIFARN_TYPES, TWIN_TYPES, check_dataset as check_cifarn_dataset, cifarn_noisy_labels
+from .download import download_file
 
 ALIASES = {"sym": "symmetric"}
 CLASS_CONDITIONAL = ("clean", "symmetric", "pairflip", "asym")
@@ -212,19 +213,9 @@ def sln_release_file(dataset, noise_type, noise_rate, data_root, generate_flag):
     md5 = SLN_FILES.get((dataset, noise_type, float(noise_rate)))
     if md5 is None:
         return None
-    url = sln_release_url(dataset, noise_type, noise_rate)
-    from torchvision.datasets.utils import download_url
-    try:
-        with folders_made_for(os.path.dirname(path)):
-            download_url(url, os.path.dirname(path), os.path.basename(path), md5=md5)
-    except Exception as exc:  # offline, refused, or a damaged download: all end the same way
-        raise UserError(f"the SLN release's label file {path} is missing and could not be "
-                        f"downloaded ({exc.__class__.__name__}: {str(exc)[:200]}). Download {url} "
-                        f"(md5 {md5}) to {path}, pass it with --noise_file PATH, or draw the "
-                        f"labels instead with {generate_flag}") from None
-    if not os.path.isfile(path):
-        raise UserError(f"downloading {url} did not produce {path}; download it by hand")
-    return path
+    return download_file(sln_release_url(dataset, noise_type, noise_rate), path, md5,
+                         "the SLN release's label file",
+                         f"pass it with --noise_file PATH, or draw the labels instead with {generate_flag}")
 
 
 def file_provenance(path, released_md5=None):

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import TINY, run_cli, write_fake_cifar
+from conftest import run_cli, write_fake_cifar
 from data import load_dataset
 from data.cifar import load_cifar
 from errors import UserError

@@ -1,7 +1,6 @@
 """SLN (Chen et al., ICLR 2021): loss.sln_targets, loss.corrected_targets, methods.SLN
 (momentum model, label correction, checkpoint state) and noise_cifar_train.py."""
 import contextlib
-import math
 import os
 
 import numpy as np
