@@ -58,17 +58,10 @@ class DataSet:
                             train=True, pad=self.pad, flip=self.flip, seed=seed,
                             channels_last=channels_last)
 
-    def eval_loader(self, split, batch_size, device, channels_last=False, labels=None,
-                    augment_seed=None):
-        """Loader over 'train', 'val' or 'test' in order, without augmentation; with
-        `augment_seed`, with the training augmentation (a fresh crop and flip each epoch,
-        drawn from a stream of its own), as the SLN release's label correction predicts."""
+    def eval_loader(self, split, batch_size, device, channels_last=False, labels=None):
+        """Loader over 'train', 'val' or 'test' in order, without augmentation."""
         images = getattr(self, f"{split}_images")
         labels = getattr(self, f"{split}_labels") if labels is None else labels
-        if augment_seed is not None:
-            return DeviceLoader(images, labels, batch_size, self.mean, self.std, device,
-                                train=True, pad=self.pad, flip=self.flip, seed=augment_seed,
-                                channels_last=channels_last, shuffle=False, stream=1)
         return DeviceLoader(images, labels, batch_size, self.mean, self.std, device,
                             train=False, channels_last=channels_last)
 

@@ -232,6 +232,18 @@ class JpegLoader:
         if self.subset is not None:
             self.subset.epoch = epoch
 
+    def in_order(self, batch_size, augment):
+        """The training loader's current subset in order, the label correction's input
+        (the release predicts over the epoch's subset): without augmentation, or with it
+        (augment=True), each image's crop and flip from a seed stream of their own."""
+        subset = self.subset
+        if augment:
+            select = lambda: subset.augmented_in_order(subset.epoch)  # noqa: E731
+        else:
+            select = lambda: (subset.indices(subset.epoch), None)  # noqa: E731
+        return JpegLoader(self.files, self.labels, batch_size, self.device, self.num_workers, select,
+                          len(subset), self.channels_last)
+
     def __iter__(self):
         indices, seeds = self.select()
         items = list(zip(indices.tolist(), [None] * len(indices) if seeds is None else seeds.tolist()))
@@ -314,23 +326,10 @@ class Clothing1M:
                           lambda: subset.shuffled(subset.epoch), len(subset), channels_last, subset,
                           train=True)
 
-    def eval_loader(self, split, batch_size, device, channels_last=False, labels=None,
-                    augment_seed=None):
-        """Batches of 'val', 'test', or 'train' in order, without augmentation. 'train' is the
-        current epoch's subset (label correction predicts over it, as the release does),
-        with the training augmentation when `augment_seed` is given (any value: the
-        subset's own seed draws it)."""
+    def eval_loader(self, split, batch_size, device, channels_last=False, labels=None):
+        """Batches of 'val' or 'test' in order, without augmentation (the training subset's:
+        the train loader's in_order)."""
         labels = self.labels[split] if labels is None else labels
-        if split == "train":
-            if self.subset is None:
-                raise RuntimeError("Clothing1M.eval_loader('train') needs train_loader() first")
-            subset = self.subset
-            if augment_seed is not None:
-                select = lambda: subset.augmented_in_order(subset.epoch)  # noqa: E731
-            else:
-                select = lambda: (subset.indices(subset.epoch), None)  # noqa: E731
-            return JpegLoader(self.files["train"], labels, batch_size, device, self.num_workers,
-                              select, len(subset), channels_last)
         files = self.files[split]
         every = np.arange(len(files))
         return JpegLoader(files, labels, batch_size, device, self.num_workers,

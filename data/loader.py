@@ -13,6 +13,8 @@ A training epoch whose last batch would hold a single sample merges it into the 
 before (BatchNorm cannot train on one sample when the feature map is 1x1, as ResNets
 reach it on 8x8 digits): every sample is trained on every epoch, in len(loader) steps.
 """
+import copy
+
 import torch
 
 
@@ -54,6 +56,14 @@ class DeviceLoader:
 
     def set_epoch(self, epoch):
         self.epoch = epoch
+
+    def in_order(self, batch_size, augment):
+        """This training loader's samples in train order, sharing its device tensors:
+        without augmentation, or (augment=True) with a fresh crop and flip each epoch from
+        a random stream of its own, as the SLN release's label correction predicts."""
+        loader = copy.copy(self)
+        loader.batch_size, loader.train, loader.shuffle, loader.stream = batch_size, augment, False, 1
+        return loader
 
     def _generator(self):
         g = torch.Generator(device=self.device)

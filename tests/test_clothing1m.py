@@ -193,7 +193,7 @@ def test_train_loader_balances_by_noisy_label_and_is_worker_independent(merged_t
     assert torch.equal(i1, iw) and torch.equal(x1, xw)
     assert torch.equal(epoch_batches(loader, 1)[0], x1)
     # The label-correction loader: the same epoch's subset, in order, unaugmented.
-    train_eval = data.eval_loader("train", 8, "cpu", labels=noisy)
+    train_eval = loader.in_order(8, augment=False)
     assert len(train_eval) == 4
     _, ye, ie = epoch_batches(train_eval, 1)
     assert torch.equal(ie, torch.sort(i1).values) and torch.equal(ye, noisy[ie])

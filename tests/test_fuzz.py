@@ -346,7 +346,7 @@ D, L, N, I, S_, C = ("main_GLS_direct_train", "main_GLS_load", "noise_cifar_trai
                      "summarize", "noise_clothing1m_train")
 INT = "pass one such as 10"
 NUM = "pass one such as 0.1 or -2"
-MUST_NOT_RESUME = ("start again with --if_exists overwrite", "start the run again with --if_exists overwrite")
+MUST_NOT_RESUME = "start the run again with --if_exists overwrite"
 OVERWRITE = ("--if_exists overwrite",)  # any wording of the fix, for the defects below
 
 CASES = [

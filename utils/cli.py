@@ -210,16 +210,17 @@ def check_device(name):
         raise UserError(f"--device {name!r} is not a device of this code; use auto, cpu, cuda or cuda:N")
 
 
-def check_folder_flag(flag, path, must_exist=False):
+def check_folder_flag(flag, path):
     if not path:
         raise UserError(f"{flag} is empty (an unset shell variable?): pass a folder")
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag} {path} is a file, not a folder: pass a folder")
-    if must_exist and not os.path.isdir(path):
-        raise UserError(f"{flag} {path}: no such folder")
 
 
-def check_file_flag(flag, path):
+def check_file_flag(flag, path, missing_ok=False):
+    """A file flag names an existing regular file (or nothing there, with `missing_ok`)."""
+    if missing_ok and path is not None and not os.path.lexists(path):
+        return
     if path is not None and not os.path.isfile(path):
         what = ("a folder, not a file" if os.path.isdir(path) else
                 "not a regular file" if os.path.exists(path) else "no such file")
@@ -290,7 +291,7 @@ def validate(cfg):
          f"--model cnn is the release's network for 32x32 CIFAR images, not {cfg.dataset}: use a ResNet"),
     ])
     check_file_flag("--noise_file", cfg.noise_file)
-    check_file_flag("--noise_path", cfg.noise_path if cfg.noise_path and os.path.exists(cfg.noise_path) else None)
+    check_file_flag("--noise_path", cfg.noise_path, missing_ok=True)  # downloaded when missing
     check_file_flag("--pretrained_path", cfg.pretrained_path)
     check_folder_flag("--result_dir", cfg.result_dir)
     check_folder_flag("--data_root/--datapath", cfg.data_root)

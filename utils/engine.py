@@ -30,7 +30,7 @@ from data.noise import RATE_FREE_NOISE, transition_matrix
 from errors import UserError
 from models import build_model
 
-from .results import claim_run_folder, load_checkpoint, result_settings, run_dir
+from .results import RESTART, claim_run_folder, load_checkpoint, result_settings, run_dir
 
 EXIT_DIVERGED = 3
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
@@ -411,26 +411,25 @@ def load_resume_state(folder, config, noisy, identity):
     """last.pt of the run to resume, after checking that the folder, and the checkpoint
     itself, belong to these flags and labels. Every problem is a UserError, raised before
     anything is written."""
-    again = "start again with --if_exists overwrite"
     changed = changed_settings(folder.read_json("config.json"), config)
     if changed:
         raise UserError(f"{folder.path} was started with other settings ({', '.join(changed)}): "
-                        f"resume with the original flags, or {again}")
+                        f"resume with the original flags, or {RESTART}")
     if not np.array_equal(folder.load_npy("noisy_labels.npy"), noisy):
         raise UserError(f"the noisy labels made now differ from {folder.file('noisy_labels.npy')}: "
-                        f"the label file or code changed since the run started; {again}")
+                        f"the label file or code changed since the run started; {RESTART}")
     path = folder.file("last.pt")
     ckpt = folder.load_checkpoint("last.pt")
     missing = [k for k in ("model", "optimizer", "method", "state", "rng", "config", "identity") if k not in ckpt]
     if missing:
-        raise UserError(f"{path} lacks {', '.join(missing)}: it is not a complete checkpoint of this run; {again}")
+        raise UserError(f"{path} lacks {', '.join(missing)}: it is not a complete checkpoint of this run; {RESTART}")
     if not isinstance(ckpt["config"], dict) or changed_settings(ckpt["config"], config) or \
             not isinstance(ckpt["identity"], dict) or ckpt["identity"].get("labels_sha1") != identity["labels_sha1"]:
-        raise UserError(f"{path} is the checkpoint of another run (other settings or noisy labels): {again}")
+        raise UserError(f"{path} is the checkpoint of another run (other settings or noisy labels): {RESTART}")
     state = ckpt["state"]
     if not (isinstance(state, dict) and isinstance(state.get("epoch"), int) and isinstance(state.get("rows"), list)
             and 0 <= state["epoch"] <= config["n_epoch"] and len(state["rows"]) == state["epoch"]):
-        raise UserError(f"{path} holds no consistent training state: {again}")
+        raise UserError(f"{path} holds no consistent training state: {RESTART}")
     return ckpt
 
 
@@ -445,7 +444,7 @@ def restore_run(r, method, folder):
         restore_rng(ckpt["rng"])
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise UserError(f"{folder.file('last.pt')} does not fit this run ({str(exc).splitlines()[0]}); "
-                        "start again with --if_exists overwrite") from None
+                        f"{RESTART}") from None
     return ckpt["state"]
 
 
@@ -508,11 +507,8 @@ def prepare_run(cfg, config, method, init_from, resume_folder):
     if data.has_val:
         eval_splits["val"] = data.eval_loader("val", cfg.test_batch_size, device, channels_last)
     ctx = TrainContext(cfg, device, model, data.num_classes, noisy_t,
-                       data.eval_loader("train", cfg.test_batch_size, device, channels_last,
-                                        labels=noisy_t),
-                       autocast,
-                       data.eval_loader("train", cfg.test_batch_size, device, channels_last,
-                                        labels=noisy_t, augment_seed=cfg.seed))
+                       train_loader.in_order(cfg.test_batch_size, augment=False), autocast,
+                       train_loader.in_order(cfg.test_batch_size, augment=True))
     method.setup(ctx)
     stats_labels = None if true is None else torch.as_tensor(true, device=device)
     return Run(cfg, config, device, precision, autocast, data, noisy, noise, identity, model,

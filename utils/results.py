@@ -33,6 +33,8 @@ BOOKKEEPING = {"result_dir", "resume", "overwrite", "if_exists", "retry_diverged
                "num_workers", "device", "gpu_id", "data_root", "print_run_dir", "ckpt_every",
                "progress"}
 LOCK_FILE = ".lock"
+# The way on from a damaged run folder, or one that does not belong to the flags given.
+RESTART = "start the run again with --if_exists overwrite"
 
 
 def result_settings(cfg):
@@ -135,8 +137,7 @@ class RunFolder:
         """The JSON object in `name`; a damaged or missing file is a UserError naming it."""
         obj, problem = read_json_file(self.file(name))
         if obj is None:
-            raise UserError(f"{self.file(name)} {problem}: the run folder is damaged; "
-                            "start the run again with --if_exists overwrite")
+            raise UserError(f"{self.file(name)} {problem}: the run folder is damaged; {RESTART}")
         return obj
 
     def write_csv(self, name, rows, columns):
@@ -153,11 +154,10 @@ class RunFolder:
         try:
             return np.load(self.file(name), allow_pickle=False)
         except FileNotFoundError:
-            raise UserError(f"{self.file(name)} is missing: the run folder is damaged; start the "
-                            "run again with --if_exists overwrite") from None
+            raise UserError(f"{self.file(name)} is missing: the run folder is damaged; {RESTART}") from None
         except (OSError, ValueError) as exc:
             raise UserError(f"{self.file(name)} cannot be read ({exc}): the run folder is damaged; "
-                            "start the run again with --if_exists overwrite") from None
+                            f"{RESTART}") from None
 
     def save_checkpoint(self, name, state):
         buf = io.BytesIO()
@@ -165,8 +165,7 @@ class RunFolder:
         atomic_write_bytes(self.file(name), buf.getvalue())
 
     def load_checkpoint(self, name, map_location="cpu"):
-        return load_checkpoint(self.file(name), map_location,
-                               fix="start the run again with --if_exists overwrite")
+        return load_checkpoint(self.file(name), map_location, fix=RESTART)
 
     def status(self):
         """'finished', 'diverged', 'interrupted', 'running' (or crashed), 'failed', or None
@@ -311,7 +310,7 @@ def decide(folder, if_exists, retry_diverged):
     damaged = [n for n in RESULT_FILES if os.path.lexists(folder.file(n)) and not os.path.isfile(folder.file(n))]
     if damaged:
         raise UserError(f"{folder.path}: {', '.join(damaged)} is not a regular file: the run folder is "
-                        "damaged; start the run again with --if_exists overwrite")
+                        f"damaged; {RESTART}")
     status = folder.status()
     if if_exists == "auto":
         if status == "finished":
