@@ -7,21 +7,26 @@ Released protocol (docs/REPRODUCTION.md): ResNet-34, 200 epochs, lr 0.1 / 0.01 /
 changing at 1/2 and 3/4 of training, SGD momentum 0.9 Nesterov, weight decay
 1e-4, batch 128 (test 64), wa=0, wb=1, smooth rate 0.1.
 
-    python3 main_GLS_direct_train.py --noise_type symmetric --noise_rate 0.2 --smooth_rate -2.0
+    python3 main_GLS_direct_train.py --noise_type symmetric --noise_rate 0.2 --smooth_rate 0.4
+
+Negative rates from scratch may diverge (the loss is unbounded below) or collapse to
+near-chance accuracy; the paper trains NLS after the CE warm-up (main_GLS_load.py).
 """
-from methods import GLS
-from utils.cli import gls_parser, run_main, validate_gls
-from utils.engine import run
+from core.args import run_main
 
 DEFAULTS = dict(n_epoch=200, lr=0.1, lr_milestones=[0.5, 0.75], momentum=0.9, nesterov=True,
                 weight_decay=1e-4, batch_size=128, test_batch_size=64, wa=0.0, wb=1.0, smooth_rate=0.1,
                 noise_source="generate")
 
 
+def preset(argv=None):
+    from utils.cli import Preset
+    return Preset("main_GLS_direct_train", "gls", DEFAULTS, __doc__, family="gls")
+
+
 def main(argv=None):
-    cfg = gls_parser(__doc__, DEFAULTS).parse_args(argv)
-    validate_gls(cfg)
-    return run(cfg, "main_GLS_direct_train", GLS(cfg.smooth_rate, cfg.wa, cfg.wb))
+    from utils.cli import run_preset
+    return run_preset(preset(argv), argv)
 
 
 if __name__ == "__main__":

@@ -11,19 +11,21 @@ release's generator, noise seed 0; the checkpoint of the best test accuracy is k
 
     python3 main_warmup.py --noise_type symmetric --noise_rate 0.2
 """
-from methods import GLS
-from utils.cli import gls_parser, run_main, validate_gls
-from utils.engine import run
+from core.args import run_main
 
 DEFAULTS = dict(n_epoch=120, lr=0.1, lr_milestones=[1 / 3, 2 / 3], momentum=0.0, nesterov=False,
                 weight_decay=0.0, batch_size=128, test_batch_size=64, wa=1.0, wb=0.0, smooth_rate=0.0,
                 noise_source="generate")
 
 
+def preset(argv=None):
+    from utils.cli import Preset
+    return Preset("main_warmup", "gls", DEFAULTS, __doc__, family="gls")
+
+
 def main(argv=None):
-    cfg = gls_parser(__doc__, DEFAULTS).parse_args(argv)
-    validate_gls(cfg)
-    return run(cfg, "main_warmup", GLS(cfg.smooth_rate, cfg.wa, cfg.wb))
+    from utils.cli import run_preset
+    return run_preset(preset(argv), argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Each step trains on the target onehot(y) + sigma * N(0, 1) (loss.sln_targets); a
 momentum model, the average of the weights and BN statistics with decay 0.999, is
 evaluated every epoch next to the model (column test_acc_ema); after --correction
 epochs, sigma becomes 0 and the labels are corrected every epoch from the momentum
-model's predictions on augmented training images, as released (methods.SLN;
+model's predictions on augmented training images, as released (methods/sln.py;
 --correction_aug off predicts on the images themselves).
 
 Released protocol (docs/REPRODUCTION.md): WRN-28-2 as released, 300 epochs, constant lr
@@ -21,22 +21,22 @@ dependent 0.1.
 Variants: SLN-MO-LC (the default), SLN-MO (--correction -1), SLN (--correction -1
 --ema_decay 0), CE (--sigma 0 --correction -1 --ema_decay 0).
 """
-from methods import SLN
-from utils.cli import run_main, sln_parser, validate_sln
-from utils.engine import run
+from core.args import run_main
 
-DEFAULTS = dict(dataset="cifar10", num_class=10, datapath="./data/CIFAR10", model="wrn28_2",
+DEFAULTS = dict(dataset="cifar10", num_class=10, data_root="./data/CIFAR10", model="wrn28_2",
                 n_epoch=300, lr=0.001, lr_milestones=[], momentum=0.9, nesterov=False,
-                weight_decay=5e-4, batch_size=128, test_batch_size=128, noise_mode="dependent",
+                weight_decay=5e-4, batch_size=128, test_batch_size=128, noise_type="dependent",
                 noise_rate=0.4, sigma=0.5, correction=250, ema_decay=0.999, noise_source="release")
 
 
+def preset(argv=None):
+    from utils.cli import Preset
+    return Preset("noise_cifar_train", "sln", DEFAULTS, __doc__, family="sln")
+
+
 def main(argv=None):
-    cfg = sln_parser(__doc__, DEFAULTS).parse_args(argv)
-    validate_sln(cfg)
-    method = SLN(cfg.sigma, cfg.ema_decay, cfg.correction, cfg.n_epoch,
-                 correction_aug=cfg.correction_aug != "off")
-    return run(cfg, "noise_cifar_train", method)
+    from utils.cli import run_preset
+    return run_preset(preset(argv), argv)
 
 
 if __name__ == "__main__":

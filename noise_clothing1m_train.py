@@ -1,6 +1,6 @@
 """Stochastic label noise on Clothing1M: SLN-MO-LC (Chen et al., ICLR 2021).
 
-The SLN method of noise_cifar_train.py (methods.SLN) on the real noisy labels of
+The SLN method of noise_cifar_train.py (methods/sln.py) on the real noisy labels of
 Clothing1M: an ImageNet-pretrained ResNet-50 with a new 14-way head; each epoch
 trains on a fresh class-balanced subset of the ~1M noisy images (--num_per_class per
 class); label correction from epoch --correction on mixes in the momentum model's
@@ -16,23 +16,24 @@ after 5 epochs, SGD momentum 0.9, weight decay 1e-3, batch 32, sigma 0.2, correc
 
     python noise_clothing1m_train.py --sigma 0.2 --correction 1 --datapath ./data/Clothing1M
 """
-from methods import SLN
-from utils.cli import run_main, sln_parser, validate_sln
-from utils.engine import run
+from core.args import run_main
 
-DEFAULTS = dict(dataset="clothing1m", num_class=14, datapath="./data/Clothing1M", model="resnet50",
+DEFAULTS = dict(dataset="clothing1m", num_class=14, data_root="./data/Clothing1M", model="resnet50",
                 n_epoch=10, lr=1e-3, lr_milestones=[0.5], momentum=0.9, nesterov=False,
-                weight_decay=1e-3, batch_size=32, test_batch_size=128, noise_mode="real",
+                weight_decay=1e-3, batch_size=32, test_batch_size=128, noise_type="real",
                 noise_rate=0.0, sigma=0.2, correction=1, ema_decay=0.999, num_per_class=18976,
                 noise_source="release")
 
 
+def preset(argv=None):
+    from utils.cli import Preset
+    return Preset("noise_clothing1m_train", "sln", DEFAULTS, __doc__, family="sln",
+                  method_options=dict(soft=True, carry_targets=False))
+
+
 def main(argv=None):
-    cfg = sln_parser(__doc__, DEFAULTS).parse_args(argv)
-    validate_sln(cfg)
-    method = SLN(cfg.sigma, cfg.ema_decay, cfg.correction, cfg.n_epoch, soft=True,
-                 carry_targets=False, correction_aug=cfg.correction_aug != "off")
-    return run(cfg, "noise_clothing1m_train", method)
+    from utils.cli import run_preset
+    return run_preset(preset(argv), argv)
 
 
 if __name__ == "__main__":

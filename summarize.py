@@ -55,7 +55,8 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from errors import UserError  # noqa: E402
-from utils.results import result_settings, write_csv  # noqa: E402
+from core.files import write_csv  # noqa: E402
+from utils.results import result_settings  # noqa: E402
 
 # Accuracy columns of summary.json that are averaged (percent); the _ema ones exist for
 # runs with a momentum model (SLN-MO).

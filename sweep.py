@@ -234,7 +234,8 @@ def resolve(runs, log_dir):
             raise SweepError(f"cannot import {run.script} ({exc}): run the sweep with the "
                              "project's Python, e.g. .venv/bin/python sweep.py") from None
         if code:
-            last = (err.getvalue().strip().splitlines() or [f"exit status {code}"])[-1]
+            lines = err.getvalue().strip().splitlines()
+            last = ([line for line in lines if line.startswith("error: ")] or lines or [f"exit status {code}"])[-1]
             reason = reason or last.split("error: ", 1)[-1]  # without argparse's "PROG: error: "
             raise SweepError(f"{run.script} rejects its flags: {reason}\n  {shlex.join(run.command[1:])}")
         run.run_dir = out.getvalue().strip().splitlines()[-1]

@@ -18,8 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.cifar import SPECS  # noqa: E402
 from data.loader import DeviceLoader  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.engine import check_compiled, train_step  # noqa: E402
+from core.args import run_main  # noqa: E402
+from utils.compile_check import check_compiled  # noqa: E402
+from utils.state import RunState  # noqa: E402
 
 MEAN, STD = SPECS["cifar10"]["mean"], SPECS["cifar10"]["std"]
 NUM_CLASSES = 10
@@ -53,7 +54,7 @@ def project_loader(images_hwc, labels, batch_size, device, channels_last, seed=0
 
 def project_forward(model, batches, autocast, precision, compile_model):
     """The model, or with `compile_model` its torch.compile'd wrapper, checked against eager on
-    the first batch (utils.engine.check_compiled): timing a miscompiled model means nothing."""
+    the first batch (utils.compile_check): timing a miscompiled model means nothing."""
     if not compile_model:
         return model
     forward = torch.compile(model)
@@ -62,11 +63,16 @@ def project_forward(model, batches, autocast, precision, compile_model):
     return forward
 
 
-def project_step(model, forward, optimizer, method, autocast, stats):
-    """The engine's step and its per-step bookkeeping (utils.engine.EpochStats: metrics
-    accumulate on the device, no sync)."""
+def project_step(model, forward, optimizer, method, autocast, stats, precision="fp32"):
+    """The engine's step (the method's train_step on a RunState) and its per-step bookkeeping
+    (utils.metrics.EpochStats: metrics accumulate on the device, no sync)."""
+    device = stats.counts.device
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    run = RunState.for_model(model, optimizer, device, forward=forward, scaler=scaler, autocast=autocast,
+                             method=method)
+
     def step(batch):
-        loss, logits = train_step(model, forward, optimizer, method, autocast, *batch)
+        loss, logits = method.train_step(run, *batch)
         stats.add(0, loss, logits, batch[1], batch[2])
     return step
 

@@ -28,17 +28,20 @@ import torch
 # common (beside this file) also puts the project's root on sys.path for the imports below.
 from common import (NUM_CLASSES, machine_record, project_forward, project_loader, project_step,
                     run_command, synthetic_cifar, timed_run)
-from methods import GLS, SLN
+from core.device import PRECISIONS, pick_device, speed_settings
+from methods.gls import GLS
+from methods.sln import SLN
 from models import build_model
-from utils.engine import EpochStats, TrainContext, pick_device, speed_settings
+from utils.metrics import EpochStats
+from utils.state import RunState
 
 
 def make_method(name, model, labels, device, autocast):
     if name == "gls":
         return GLS(smooth_rate=0.1)
     method = SLN(sigma=0.5, ema_decay=0.999)  # SLN-MO; no label correction inside a timing
-    method.setup(TrainContext(cfg=None, device=device, model=model, num_classes=NUM_CLASSES,
-                              noisy_labels=labels, train_eval_loader=None, autocast=autocast))
+    method.setup(RunState.for_model(model, None, device, noisy_labels=labels, num_classes=NUM_CLASSES,
+                                    autocast=autocast))
     return method
 
 
@@ -47,7 +50,8 @@ def one_run(rank, args, barrier, results):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    precision, autocast, channels_last = speed_settings(device, args.precision)
+    precision = args.precision
+    autocast, channels_last = speed_settings(device, precision)
     torch.manual_seed(rank)
     images, labels = synthetic_cifar(args.n_images, seed=rank)
     loader = project_loader(images, labels, args.batch_size, device, channels_last, seed=rank)
@@ -58,7 +62,7 @@ def one_run(rank, args, barrier, results):
     forward = project_forward(model, loader, autocast, precision, args.compile)
     method = make_method(args.method, model, loader.labels, device, autocast)
     stats = EpochStats(device, loader.labels)  # the engine's per-step bookkeeping
-    step = project_step(model, forward, optimizer, method, autocast, stats)
+    step = project_step(model, forward, optimizer, method, autocast, stats, precision)
     run = timed_run(loader, step, args.warmup, args.steps, device,
                     before_timing=lambda: barrier.wait(timeout=args.timeout))
     results.put({"rank": rank, "precision": precision, "finite": bool(torch.isfinite(stats.loss_sum)), **run})
@@ -98,7 +102,7 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=None, help="first-stage channels (default: the paper's)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--method", default="sln", choices=["sln", "gls"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--n_images", type=int, default=None, help="per run (default 50,000; 512 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per run (default 30; 1 with --quick)")

@@ -7,8 +7,8 @@ uint8 HWC images, 10 classes) for both pipelines:
              PIL image and put through RandomCrop(32, padding=4), RandomHorizontalFlip,
              ToTensor, Normalize; a shuffling torch DataLoader (4 workers on a GPU, as
              released; 2 on a CPU); an fp32 model; the loss copied to the host every step.
-  project    data.loader.DeviceLoader and utils.engine.train_step with the engine's own
-             settings (utils.engine.speed_settings: fp32 as the papers, or bf16 autocast with
+  project    data.loader.DeviceLoader and the method's train_step with the engine's own
+             settings (core.device.speed_settings: fp32 as the papers, or bf16 autocast with
              --precision bf16; channels-last and cuDNN autotuning on CUDA).
 
 Measured for each: the loader alone and the full training step, in images/s, timed after
@@ -40,9 +40,10 @@ from PIL import Image
 # common (beside this file) also puts the project's root on sys.path for the imports below.
 from common import (MEAN, NUM_CLASSES, STD, images_per_second, machine_record, project_loader,
                     project_forward, project_step, run_command, synthetic_cifar)
-from methods import GLS
+from core.device import PRECISIONS, pick_device, speed_settings
+from methods.gls import GLS
 from models import build_model
-from utils.engine import EpochStats, pick_device, speed_settings
+from utils.metrics import EpochStats
 
 # Dense bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets (the data sheets'
 # headline figures are with 2:4 sparsity, twice these). First matching name wins.
@@ -119,7 +120,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default=None, help="default resnet34 (resnet18 with --quick)")
     p.add_argument("--width", type=int, default=None, help="first-stage channels (default: the paper's; 8 with --quick)")
     p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="the project path's precision, as the engine's flag (reference: fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the project's model")
     p.add_argument("--workers", type=int, default=None,
@@ -163,7 +164,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    precision, autocast, channels_last = speed_settings(device, args.precision)
+    precision = args.precision
+    autocast, channels_last = speed_settings(device, precision)
     torch.manual_seed(0)
     images, labels = synthetic_cifar(args.n_images)
 
@@ -185,7 +187,8 @@ def main(argv=None):
         "loader_reference": (ref_batches, to_device, loader_steps),
         "loader_project": (dev_batches, lambda batch: None, loader_steps),
         "reference": (ref_batches, reference_step(ref_model, ref_opt, method, device), args.steps),
-        "project": (dev_batches, project_step(model, forward, opt, method, autocast, stats), args.steps),
+        "project": (dev_batches, project_step(model, forward, opt, method, autocast, stats, precision),
+                    args.steps),
     }
     runs = {key: [] for key in measurements}
     for r in range(args.rounds):

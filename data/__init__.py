@@ -1,110 +1,140 @@
 """Data sets and their noisy labels.
 
-load_dataset(name, root) -> DataSet (clean labels, uint8 images, normalisation);
-prepare_data(cfg) -> (DataSet, noisy train labels, their provenance).
-One file per source (cifar.py, cifarn.py, clothing1m.py, digits.py), noise.py for
-label noise and its dispatch, loader.py for the device-resident loader.
+Every DatasetSpec and NoiseType declared at module level in a file of this package is
+found here (core.plugins): a new data set or noise type is one declaration in one file,
+and the flags, their --help, the checks and the runs follow.
+
+dataset_spec(name), noise_type(name)   the declarations (aliases resolved)
+load_dataset(name, root)               the data, clean labels
+prepare_data(cfg)                      (data, noisy train labels, provenance, noise type)
+check_data_flags(cfg)                  every refusal that the flags alone decide
 """
-from dataclasses import dataclass, field
+import functools
 
 import numpy as np
 
+from core.plugins import discover
 from errors import UserError
 
-from .cifar import SPECS as CIFAR_SPECS, load_cifar
-from .clothing1m import Clothing1M
-from .digits import load_digits_split
-from .loader import DeviceLoader
-from .noise import make_noise
-
-DATASETS = ("cifar10", "cifar100", "clothing1m", "digits")
+from .base import DataSet, DatasetSpec, NoiseType  # noqa: F401  (the names plug-ins use)
 
 
-@dataclass
-class DataSet:
-    """An in-memory image classification set: uint8 (N, C, H, W) images, int64 labels.
-
-    pad/flip: the training augmentation (random crop with zero padding, h-flip).
-    val_images/val_labels: an optional held-out split (noisy labels), see split_validation.
-    """
-    name: str
-    num_classes: int
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    mean: tuple
-    std: tuple
-    pad: int = 4
-    flip: bool = True
-    val_images: np.ndarray = None
-    val_labels: np.ndarray = None
-    noise_arrays: dict = field(default_factory=dict)  # saved with the run, e.g. open-set indices
-
-    @property
-    def in_channels(self):
-        return self.train_images.shape[1]
-
-    @property
-    def num_train(self):
-        return len(self.train_images)
-
-    @property
-    def has_val(self):
-        return self.val_images is not None
-
-    def train_loader(self, labels, batch_size, device, seed, channels_last=False):
-        return DeviceLoader(self.train_images, labels, batch_size, self.mean, self.std, device,
-                            train=True, pad=self.pad, flip=self.flip, seed=seed,
-                            channels_last=channels_last)
-
-    def eval_loader(self, split, batch_size, device, channels_last=False, labels=None):
-        """Loader over 'train', 'val' or 'test' in order, without augmentation."""
-        images = getattr(self, f"{split}_images")
-        labels = getattr(self, f"{split}_labels") if labels is None else labels
-        return DeviceLoader(images, labels, batch_size, self.mean, self.std, device,
-                            train=False, channels_last=channels_last)
+@functools.lru_cache(maxsize=None)
+def _registry():
+    found = discover("data", lambda obj, module: isinstance(obj, (DatasetSpec, NoiseType)))
+    datasets = {k: v for k, v in found.items() if isinstance(v, DatasetSpec)}
+    order = list(found)  # synthetic noise first in every list, then as found
+    noises = {k: v for k, v in sorted(((k, v) for k, v in found.items() if isinstance(v, NoiseType)),
+                                      key=lambda kv: (kv[1].group != "synthetic", order.index(kv[0])))}
+    aliases = {a: n.name for n in noises.values() for a in n.aliases}
+    clash = sorted(set(aliases) & set(noises))
+    if clash:
+        raise UserError(f"noise type alias {clash[0]!r} is also the name of a noise type: rename one")
+    return datasets, noises, aliases, found.files
 
 
-def load_dataset(name, root="./data", download=True):
-    if name == "digits":
-        tr_x, tr_y, te_x, te_y = load_digits_split()
-        mean = (float(tr_x.mean()) / 255,)
-        std = (float(tr_x.std()) / 255,)
-        # 8x8 digits: shift by at most one pixel, never mirror (a mirrored 2 is no 2).
-        return DataSet("digits", 10, tr_x, tr_y, te_x, te_y, mean, std, pad=1, flip=False)
-    if name in CIFAR_SPECS:
-        spec = CIFAR_SPECS[name]
-        tr_x, tr_y, te_x, te_y = load_cifar(name, root, download=download)
-        return DataSet(name, spec["num_classes"], tr_x, tr_y, te_x, te_y, spec["mean"], spec["std"])
-    if name == "clothing1m":
-        return Clothing1M(root)
-    raise UserError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+def declared_in(name):
+    """The file that declares the data set or noise type `name`."""
+    return _registry()[3][canonical_noise_type(name)]
 
 
-def dataset_num_classes(name):
-    """The class count of a data set without loading it (to check flags before a run)."""
-    if name == "digits":
-        return 10
-    if name in CIFAR_SPECS:
-        return CIFAR_SPECS[name]["num_classes"]
-    if name == "clothing1m":
-        return Clothing1M.num_classes
-    raise UserError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+def dataset_names():
+    return list(_registry()[0])
+
+
+def noise_type_names():
+    return list(_registry()[1])
+
+
+def dataset_spec(name):
+    datasets = _registry()[0]
+    if name not in datasets:
+        raise UserError(f"--dataset {name!r} is unknown; choose one of {', '.join(datasets)}")
+    return datasets[name]
+
+
+def canonical_noise_type(name):
+    """The noise type's own name for one of its aliases (sym -> symmetric)."""
+    return _registry()[2].get(name, name)
+
+
+def noise_type(name):
+    noises = _registry()[1]
+    name = canonical_noise_type(name)
+    if name not in noises:
+        raise UserError(f"unknown noise type {name!r}; choose one of {', '.join(noise_type_help_names())}")
+    return noises[name]
+
+
+def noise_type_help_names():
+    return [n.name + (f" ({', '.join(n.aliases)})" if n.aliases else "") for n in _registry()[1].values()]
+
+
+def noise_types_help():
+    """One line per group of noise types, for --help."""
+    groups = {}
+    for n in _registry()[1].values():
+        groups.setdefault(n.group, []).append(n.name + (f" ({', '.join(n.aliases)})" if n.aliases else ""))
+    return "; ".join(f"{group}: {', '.join(names)}" for group, names in groups.items())
+
+
+def add_data_flags(group, defaults):
+    """The flags that data sets and noise types declare."""
+    for plugin in list(_registry()[0].values()) + list(_registry()[1].values()):
+        if plugin.flags is not None:
+            plugin.flags(group, defaults)
+
+
+def check_data_flags(cfg):
+    """Refuse, from the flags alone and before anything loads, a data set, a noise type or a
+    combination that does not exist."""
+    for spec in _registry()[0].values():
+        if spec.check_flags is not None:
+            spec.check_flags(cfg)
+    spec, noise = dataset_spec(cfg.dataset), noise_type(cfg.noise_type)
+    if noise.needs_clean_labels and not spec.clean_train_labels:
+        raise UserError(f"{spec.name}'s labels are real noise with no clean labels to corrupt: use "
+                        f"noise type real (--noise_type/--noise_mode), not {cfg.noise_type!r}")
+    if not noise.needs_clean_labels and spec.clean_train_labels:
+        human = [n.name for n in _registry()[1].values() if n.group.startswith("CIFAR-N human")]
+        raise UserError(f"noise type {noise.name} means a data set's own noisy labels (Clothing1M); "
+                        f"{spec.name} has clean labels: for real human noise on CIFAR use a CIFAR-N "
+                        f"type ({', '.join(human)})")
+    if cfg.noise_file and not noise.accepts_noise_file:
+        raise UserError(f"--noise_file sets noisy labels, and noise type {noise.name} does not take "
+                        "them from a file (openset replaces images and keeps the labels; real labels "
+                        "are the data set's own): drop one of the two")
+    if noise.check is not None:
+        noise.check(spec, cfg)
+
+
+def load_dataset(name, root="./data", cfg=None):
+    """The data set `name` with its clean labels (cfg: the flags a data set may read)."""
+    return dataset_spec(name).load(root, cfg)
 
 
 def prepare_data(cfg):
     """Load cfg.dataset and make its noisy train labels (in the data set's train order):
-    (data, labels, provenance), see data.noise.make_noise."""
-    if cfg.dataset == "clothing1m":
-        data = Clothing1M(cfg.data_root, cfg.image_size, cfg.num_per_class, cfg.num_workers)
+    (data, labels, provenance, noise type). --noise_file takes the labels from a
+    `label,label_noisy` CSV whatever the type: the type and rate then only name the run,
+    and the actual rate is measured."""
+    from .noise import file_provenance, noisy_labels_from_file
+
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg)
+    noise = noise_type(cfg.noise_type)
+    if cfg.noise_file:
+        noisy = noisy_labels_from_file(cfg.noise_file, data.train_labels, data.num_classes)
+        provenance = file_provenance(cfg.noise_file)
     else:
-        data = load_dataset(cfg.dataset, cfg.data_root)
-    noisy, provenance = make_noise(data, cfg)
+        noisy, provenance = noise.make(data, cfg)
     noisy = np.asarray(noisy, dtype=np.int64)
     if noisy.shape != (data.num_train,):
         raise UserError(f"{len(noisy)} noisy labels for {data.num_train} training images")
-    return data, noisy, provenance
+    bad = np.flatnonzero((noisy < 0) | (noisy >= data.num_classes))
+    if len(bad):
+        raise UserError(f"noise type {noise.name} made label {noisy[bad[0]]} for training image "
+                        f"{bad[0]}, outside 0..{data.num_classes - 1}")
+    return data, noisy, provenance, noise
 
 
 def hold_out_validation(data, noisy, fraction, seed):

@@ -13,7 +13,8 @@ import numpy as np
 
 from errors import UserError
 
-from .download import folders_made_for
+from .base import DataSet, DatasetSpec
+from .download import check_download_allowed, file_md5, folders_made_for
 
 SPECS = {
     "cifar10": dict(
@@ -33,10 +34,21 @@ SPECS = {
 }
 
 
+# The SLN release keeps each CIFAR in a folder of its own (--datapath ./data/CIFAR10), the
+# GLS release both in ./data (--data_root): either layout serves both families of scripts.
+SLN_SUBFOLDER = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+
+
 def find_cifar_folder(name, root):
-    """The extracted folder: `root/<folder>`, or `root` itself when it is that folder."""
-    folder = SPECS[name]["folder"]
-    for path in (os.path.join(root, folder), root):
+    """The extracted folder: `root/<folder>`, `root` itself when it is that folder, or the
+    other release's layout: `root/CIFAR10/<folder>` (root ./data) or `root/../<folder>`
+    (root ./data/CIFAR10)."""
+    folder, sub = SPECS[name]["folder"], SLN_SUBFOLDER[name]
+    root = os.path.normpath(root)
+    candidates = [os.path.join(root, folder), root, os.path.join(root, sub, folder)]
+    if os.path.basename(root) == sub:
+        candidates.append(os.path.join(os.path.dirname(root) or ".", folder))
+    for path in candidates:
         if os.path.basename(os.path.normpath(path)) == folder and os.path.isdir(path):
             return path
     return None
@@ -51,10 +63,18 @@ def _missing_message(name, root, reason):
 
 
 def download_cifar(name, root):
-    """Download and extract the archive with torchvision's utility (md5 checked)."""
+    """Download and extract the archive with torchvision's utility (md5 checked). An archive
+    already in `root` is extracted when its md5 is the released one, and refused otherwise."""
     from torchvision.datasets.utils import download_and_extract_archive
 
     spec = SPECS[name]
+    archive = os.path.join(root, spec["archive"])
+    if os.path.isfile(archive) and file_md5(archive) != spec["md5"]:
+        raise UserError(f"{archive} is present but fails its md5 check ({file_md5(archive)}, the "
+                        f"released archive's is {spec['md5']}): it is damaged or incomplete. Delete "
+                        f"it and download {spec['url']} again, or extract a good copy under {root}")
+    if not os.path.isfile(archive):
+        check_download_allowed(spec["url"], archive)
     try:
         with folders_made_for(root):
             download_and_extract_archive(spec["url"], root, filename=spec["archive"], md5=spec["md5"])
@@ -109,3 +129,15 @@ def load_cifar(name, root, download=True):
                             f"point --data_root/--datapath at {name}'s folder or extract its archive again")
         parts[split] = (images, labels)
     return (*parts["train"], *parts["test"])
+
+
+def load(name, root):
+    spec = SPECS[name]
+    tr_x, tr_y, te_x, te_y = load_cifar(name, root)
+    return DataSet(name, spec["num_classes"], tr_x, tr_y, te_x, te_y, spec["mean"], spec["std"])
+
+
+CIFAR10 = DatasetSpec("cifar10", 10, 3, 32, lambda root, cfg: load("cifar10", root),
+                      "CIFAR-10: 50,000 + 10,000 32x32 colour images, 10 classes (downloaded to --data_root)")
+CIFAR100 = DatasetSpec("cifar100", 100, 3, 32, lambda root, cfg: load("cifar100", root),
+                       "CIFAR-100: 50,000 + 10,000 32x32 colour images, 100 classes (downloaded to --data_root)")

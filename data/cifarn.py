@@ -19,12 +19,14 @@ import torch
 
 from errors import UserError
 
+from .base import NoiseType
 from .download import download_file
+from .noise import check_label_range, file_provenance, generated, twin_labels
 
 REPOSITORY = "https://github.com/UCSC-REAL/cifar-10-100n"
 FILES = {
-    "cifar10": dict(filename="CIFAR-10_human.pt", md5="96644db5574813cae939af5f7f2a0aec"),
-    "cifar100": dict(filename="CIFAR-100_human.pt", md5="a67b45c1d7992051865b5c755bd68bb1"),
+    "cifar10": dict(filename="CIFAR-10_human.pt", md5="96644db5574813cae939af5f7f2a0aec", num_classes=10),
+    "cifar100": dict(filename="CIFAR-100_human.pt", md5="a67b45c1d7992051865b5c755bd68bb1", num_classes=100),
 }
 # noise type -> (data set, key of the label file)
 HUMAN_TYPES = {
@@ -39,8 +41,6 @@ HUMAN_TYPES = {
 }
 TWIN_SUFFIX = "_twin"
 TWIN_TYPES = tuple(t + TWIN_SUFFIX for t in HUMAN_TYPES if not t.startswith("clean"))
-# The types read from a file; `clean` is the CIFAR labels themselves and needs none.
-CIFARN_TYPES = tuple(t for t in HUMAN_TYPES if t != "clean") + TWIN_TYPES
 
 
 def default_noise_path(dataset, data_root):
@@ -118,6 +118,7 @@ def load_human_labels(path, noise_type):
         raise UserError(f"{path}: {key} is {noisy.dtype} {noisy.shape} and clean_label {clean.dtype} "
                         f"{clean.shape}; expected two integer arrays of the same length: download the "
                         f"file again from {REPOSITORY} (folder data/)")
+    check_label_range(path, {key: noisy, "clean_label": clean}, FILES[dataset]["num_classes"])
     return noisy.astype(np.int64), clean.astype(np.int64)
 
 
@@ -134,11 +135,12 @@ def human_type_of(noise_type):
     return noise_type[:-len(TWIN_SUFFIX)] if noise_type in TWIN_TYPES else noise_type
 
 
-def check_dataset(noise_type, dataset):
+def check_dataset(spec, cfg):
     """A CIFAR-N type names the data set it labels: worst on cifar100 is an error."""
+    noise_type, dataset = cfg.noise_type, spec.name
     wanted = HUMAN_TYPES[human_type_of(noise_type)][0]
     if dataset != wanted:
-        same = [t for t in CIFARN_TYPES if HUMAN_TYPES[human_type_of(t)][0] == dataset]
+        same = [t.name for t in NOISE_TYPES if HUMAN_TYPES[human_type_of(t.name)][0] == dataset]
         hint = f"on {dataset} use {', '.join(same)}" if same else f"use --dataset {wanted}"
         raise UserError(f"noise type {noise_type} is a {wanted} label set of CIFAR-N; {hint}")
 
@@ -157,3 +159,26 @@ def cifarn_noisy_labels(dataset, train_labels, noise_type, noise_path, data_root
                         "file indexes the train order data_batch_1..5 of the python-version archive: "
                         f"use the released {FILES[dataset]['filename']} with the original archive")
     return noisy, path
+
+
+def human_labels(data, cfg):
+    labels, path = cifarn_noisy_labels(data.name, data.train_labels, cfg.noise_type, cfg.noise_path,
+                                       cfg.data_root)
+    return labels, file_provenance(path)
+
+
+def twin(data, cfg):
+    labels, path = cifarn_noisy_labels(data.name, data.train_labels, cfg.noise_type, cfg.noise_path,
+                                       cfg.data_root)
+    labels = twin_labels(data.train_labels, labels, data.num_classes, cfg.noise_seed)
+    return labels, {**generated(cfg, "noisify from the human labels' transition matrix"),
+                    **{f"human_{k}": v for k, v in file_provenance(path).items()}}
+
+
+# `clean` (the CIFAR labels themselves) is data/noise.py's; every other label set is read.
+NOISE_TYPES = [NoiseType(name, f"CIFAR-N {dataset}: {key} of the human label file", human_labels,
+                         group="CIFAR-N human labels", uses_rate=False, check=check_dataset)
+               for name, (dataset, key) in HUMAN_TYPES.items() if name != "clean"]
+NOISE_TYPES += [NoiseType(name, f"synthetic twin of {human_type_of(name)}: drawn from its transition "
+                          "matrix, seeded by --noise_seed", twin, group="CIFAR-N synthetic twins",
+                          uses_rate=False, check=check_dataset) for name in TWIN_TYPES]

@@ -24,8 +24,10 @@ import signal
 import numpy as np
 import torch
 
+from core.args import integer
 from errors import UserError
 
+from .base import DatasetSpec, NoiseType
 from .loader import batch_bounds
 
 CLASSES = ("T-shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker",
@@ -334,3 +336,42 @@ class Clothing1M:
         every = np.arange(len(files))
         return JpegLoader(files, labels, batch_size, device, self.num_workers,
                           lambda: (every, None), len(files), channels_last)
+
+
+# ---------------------------------------------------------------- declarations
+
+def flags(g, d):
+    g.add_argument("--num_per_class", type=integer, default=d.get("num_per_class", NUM_PER_CLASS),
+                   help="Clothing1M: noisy train images per class in each epoch's balanced subset "
+                        "(-1: every image, as the release's -1)")
+    g.add_argument("--image_size", type=integer, default=IMAGE_SIZE,
+                   help="Clothing1M: crop size (resize to size * 256/224 first); small for CPU tests")
+    g.add_argument("--num_workers", type=integer, default=d.get("num_workers", 4),
+                   help="DataLoader workers decoding JPEGs (Clothing1M); in-memory data sets need none")
+
+
+def check_flags(cfg):
+    if not (cfg.num_per_class >= 1 or cfg.num_per_class == -1):
+        raise UserError(f"--num_per_class {cfg.num_per_class} must be at least 1, or -1 for every image")
+    if cfg.image_size < 8:
+        raise UserError(f"--image_size {cfg.image_size} must be at least 8")
+    if cfg.num_workers < 0:
+        raise UserError(f"--num_workers {cfg.num_workers} must be >= 0")
+
+
+def load(root, cfg):
+    if cfg is None:
+        return Clothing1M(root)
+    return Clothing1M(root, cfg.image_size, cfg.num_per_class, cfg.num_workers)
+
+
+CLOTHING1M = DatasetSpec(
+    "clothing1m", len(CLASSES), 3, IMAGE_SIZE, load,
+    "Clothing1M: ~1M web images with real noisy labels, 14 classes; clean val and test splits",
+    has_val=True, in_memory=False, clean_train_labels=False, default_noise="real", flags=flags,
+    check_flags=check_flags)
+
+REAL = NoiseType(
+    "real", "the data set's own noisy labels (Clothing1M)",
+    make=lambda data, cfg: (data.noisy_train_labels, {"source": "data set", "dataset": data.name}),
+    group="real", uses_rate=False, needs_clean_labels=False, accepts_noise_file=False)

@@ -5,6 +5,8 @@ CIFAR. One fixed, seeded, stratified split: 1,437 train / 360 test images.
 """
 import numpy as np
 
+from .base import DataSet, DatasetSpec
+
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 
@@ -20,3 +22,15 @@ def load_digits_split():
     tr_x, te_x, tr_y, te_y = train_test_split(
         images, labels, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=labels)
     return tr_x, tr_y, te_x, te_y
+
+
+def load(root, cfg):
+    tr_x, tr_y, te_x, te_y = load_digits_split()
+    mean = (float(tr_x.mean()) / 255,)
+    std = (float(tr_x.std()) / 255,)
+    # 8x8 digits: shift by at most one pixel, never mirror (a mirrored 2 is no 2).
+    return DataSet("digits", 10, tr_x, tr_y, te_x, te_y, mean, std, pad=1, flip=False)
+
+
+DIGITS = DatasetSpec("digits", 10, 1, 8, load,
+                     "scikit-learn's 1,797 real 8x8 handwritten digits (offline; 1,437 train, 360 test)")

@@ -1,9 +1,33 @@
 """Downloads of released files (archives and label files), md5 checked, leaving nothing
-behind when they fail."""
+behind when they fail; none at all inside no_downloads() (checking a finished run's data
+must never fetch anything)."""
 import contextlib
+import hashlib
 import os
 
 from errors import UserError
+
+_ALLOWED = [True]
+
+
+@contextlib.contextmanager
+def no_downloads():
+    """Inside, a file that would be downloaded is a UserError instead."""
+    _ALLOWED.append(False)
+    try:
+        yield
+    finally:
+        _ALLOWED.pop()
+
+
+def check_download_allowed(url, path):
+    if not _ALLOWED[-1]:
+        raise UserError(f"{path} is missing (it would be downloaded from {url})")
+
+
+def file_md5(path):
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()
 
 
 @contextlib.contextmanager
@@ -29,6 +53,7 @@ def download_file(url, path, md5, what, way_out):
     or damaged, it ends in one UserError naming `what`, the file, the URL and `way_out`."""
     from torchvision.datasets.utils import download_url
 
+    check_download_allowed(url, path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         with folders_made_for(folder):

@@ -25,14 +25,14 @@ import os
 import numpy as np
 import torch
 
-from data import DATASETS, load_dataset
+from core.args import Parser, check_device, finite_float, integer, run_main
+from core.device import pick_device, predict
+from core.files import RunFolder, load_checkpoint, read_json_file
+from data import dataset_names, load_dataset
 from data.download import folders_made_for
 from data.noise import actual_noise_rate, idn_noisy_labels, save_noise_file
 from errors import UserError
 from models import build_model
-from utils.cli import Parser, check_device, finite_float, integer, run_main
-from utils.engine import pick_device, predict
-from utils.results import RunFolder, load_checkpoint, read_json_file
 
 
 def average_probabilities(checkpoints, data, device, batch_size=512):
@@ -61,7 +61,7 @@ def check_clean_runs(sources):
                             "needs a network trained on clean labels: run main_warmup.py "
                             "--noise_type clean first")
     for path, config in sources:
-        if config.get("dataset") not in DATASETS or not isinstance(config.get("model"), str):
+        if config.get("dataset") not in dataset_names() or not isinstance(config.get("model"), str):
             raise UserError(f"{path}: its config names no known data set and model: pass a run "
                             "of this project's scripts")
     datasets = {config["dataset"] for _, config in sources}
@@ -114,7 +114,7 @@ def recorded_probabilities(runs, data):
 
 
 def main(argv=None):
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python3 -m data.idn", description=__doc__)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", nargs="+", metavar="RUN_DIR",
                         help="folders of clean-label runs made with --record_train_probs: their "
@@ -125,9 +125,9 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="the CSV to write (label,label_noisy)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out (runs that read it would then get other labels)")
-    p.add_argument("--data_root", default=None, help="default: the first run's")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch_size", type=integer, default=512)
+    p.add_argument("--data_root", default=None, help="the data set's folder (default: the first run's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (for --ckpt)")
+    p.add_argument("--batch_size", type=integer, default=512, help="prediction batch size (for --ckpt)")
     args = p.parse_args(argv)
     if not 0.0 <= args.noise_rate < 1.0:
         raise UserError(f"--noise_rate {args.noise_rate} is outside [0, 1)")

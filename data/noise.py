@@ -1,9 +1,10 @@
-"""Label noise: clean labels -> noisy labels, and where each noise type's labels come from.
+"""Synthetic label noise: clean labels -> noisy labels, the formulas and their declarations.
 
-make_noise(data, cfg) is the one dispatch on the noise type (the flags were checked by
-check_noise_fits when they were parsed). Noisy labels depend only on (data set, noise
-type, rate, noise seed or label file), never on the training seed; the engine saves
-them with the run, and noise.json records where they came from (provenance).
+Each noise type is one NoiseType declaration (data/base.py) at the bottom of this file;
+data/cifarn.py declares the human (CIFAR-N) types and data/clothing1m.py `real`. Noisy
+labels depend only on (data set, noise type, rate, noise seed or label file), never on the
+training seed; the engine saves them with the run, and noise.json records where they came
+from (provenance).
 
 Sources, by noise type:
 - class-conditional (symmetric, pairflip, asym, clean): drawn with the GLS release's
@@ -14,7 +15,6 @@ Sources, by noise type:
 - instance, openset, CIFAR-N twins: seeded generators below.
 - CIFAR-N human labels (data/cifarn.py) and Clothing1M's own labels (real): read.
 """
-import hashlib
 import os
 
 import numpy as np
@@ -22,15 +22,9 @@ from scipy.stats import truncnorm
 
 from errors import UserError
 
+from .base import NoiseType
 from .cifar import SPECS as CIFAR_SPECS, find_cifar_folder, load_cifar
-from .cifarn import CIFARN_TYPES, TWIN_TYPES, check_dataset as check_cifarn_dataset, cifarn_noisy_labels
-from .download import download_file
-
-ALIASES = {"sym": "symmetric"}
-CLASS_CONDITIONAL = ("clean", "symmetric", "pairflip", "asym")
-NOISE_TYPES = CLASS_CONDITIONAL + ("dependent", "instance", "openset") + CIFARN_TYPES + ("real",)
-# Types whose labels do not depend on --noise_rate (it is ignored for them).
-RATE_FREE_NOISE = ("clean", "real") + CIFARN_TYPES
+from .download import download_file, file_md5
 
 # pairflip (GLS "asymmetric"): each class swaps with its partner, both directions.
 PAIRFLIP_PARTNER = {9: 1, 1: 9, 2: 0, 0: 2, 4: 7, 7: 4, 3: 5, 5: 3, 6: 8, 8: 6}
@@ -49,10 +43,6 @@ SLN_FILES = {
     ("cifar100", "asym", 0.4): "8c063118587039d7234805711214b1c5",
     ("cifar100", "dependent", 0.4): "bb0743666c8c32a68b1a8d7f78e10faa",
 }
-
-
-def canonical_noise_type(noise_type):
-    return ALIASES.get(noise_type, noise_type)
 
 
 # ---------------------------------------------------------------- class-conditional noise
@@ -107,8 +97,12 @@ def actual_noise_rate(clean_labels, noisy_labels):
 
 def transition_matrix(clean_labels, noisy_labels, num_classes):
     """Empirical T[i, j] = P(noisy = j | clean = i); rows of absent classes are zero."""
+    clean, noisy = np.asarray(clean_labels), np.asarray(noisy_labels)
+    for what, labels in (("clean", clean), ("noisy", noisy)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):  # never index from the end
+            raise ValueError(f"{what} labels outside 0..{num_classes - 1}")
     counts = np.zeros((num_classes, num_classes))
-    np.add.at(counts, (np.asarray(clean_labels), np.asarray(noisy_labels)), 1)
+    np.add.at(counts, (clean, noisy), 1)
     totals = counts.sum(axis=1, keepdims=True)
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
@@ -121,14 +115,9 @@ def twin_labels(clean, human, num_classes, seed):
 
 # ---------------------------------------------------------------- label files
 
-def file_md5(path):
-    with open(path, "rb") as f:
-        return hashlib.md5(f.read()).hexdigest()
-
-
 def load_noise_file(path):
     """Read a `label,label_noisy` CSV (the SLN release's format: a header, then one row per
-    training image in train order; LF or CRLF line ends, UTF-8 with or without a byte-order
+    training image in train order, row 0 first; LF or CRLF line ends, UTF-8 with or without a byte-order
     mark) -> (clean, noisy) int64 arrays. A bad line is an error naming it."""
     try:
         # universal newlines: CRLF reads as LF; utf-8-sig: a byte-order mark (Excel) is dropped
@@ -157,15 +146,25 @@ def load_noise_file(path):
     return table[:, 0].copy(), table[:, 1].copy()
 
 
+def check_label_range(path, columns, num_classes, what="key", unit="index"):
+    """Every label of every column in [0, num_classes), or a UserError naming the file, the
+    column (or key), the first bad row and its value."""
+    for name, labels in columns.items():
+        labels = np.asarray(labels)
+        bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+        if len(bad):
+            raise UserError(f"{path}: {what} {name}, {unit} {bad[0]} holds {labels[bad[0]]}, outside "
+                            f"0..{num_classes - 1} ({len(bad)} such): the file was made for another data "
+                            "set (CIFAR-100 vs CIFAR-10?) or is damaged; pass the one for --dataset")
+
+
 def noisy_labels_from_file(path, train_labels, num_classes):
     """The file's noisy labels, after checking that they belong to this training set."""
     clean, noisy = load_noise_file(path)
     if len(clean) != len(train_labels):
         raise UserError(f"{path} has {len(clean)} rows but the training set has {len(train_labels)} "
                         "images: the file was made for another data set; pass the one for --dataset")
-    if min(clean.min(), noisy.min()) < 0 or max(clean.max(), noisy.max()) >= num_classes:
-        raise UserError(f"{path} has labels outside 0..{num_classes - 1}: the file was made for "
-                        "another data set (CIFAR-100 vs CIFAR-10?); pass the one for --dataset")
+    check_label_range(path, {"label": clean, "label_noisy": noisy}, num_classes, "column", "row")
     wrong = np.flatnonzero(clean != np.asarray(train_labels))
     if len(wrong):
         raise UserError(f"{path}: its clean column differs from the training labels in {len(wrong)} "
@@ -279,6 +278,8 @@ def make_instance_noise(images, labels, noise_rate, num_classes, mean, std, seed
     the draws outside (0, 1) skipped. Labels from the two differ.
     """
     clean = np.asarray(labels, dtype=np.int64)
+    if noise_rate == 0:  # every flip rate is 0: no label may change
+        return clean.copy()
     rng = np.random.default_rng(seed)
     n = len(clean)
     low, high = (0.0 - noise_rate) / flip_std, (1.0 - noise_rate) / flip_std
@@ -347,76 +348,36 @@ def add_open_set(data, cfg):
     data.noise_arrays.update(open_set_index=replaced, open_set_source=sources)
 
 
-# ---------------------------------------------------------------- the dispatch
-
-def check_noise_fits(dataset, num_classes, noise_type, noise_file=None):
-    """Refuse, from the flags alone and before anything loads, a noise type that does not
-    exist for the data set: pairflip needs 10 classes, asym 10 or 100, openset CIFAR-10;
-    Clothing1M takes only `real` (its own labels), `real` only Clothing1M, and a CIFAR-N
-    type only the CIFAR it labels."""
-    if noise_type not in NOISE_TYPES:
-        raise UserError(f"unknown noise type {noise_type!r}; choose one of "
-                        f"{', '.join(NOISE_TYPES + tuple(ALIASES))}")
-    if noise_type == "pairflip" and num_classes != 10:
-        raise UserError(f"pairflip noise is defined for 10 classes (CIFAR-10), and {dataset} has "
-                        f"{num_classes}: use symmetric or asym noise")
-    if noise_type == "asym" and num_classes not in (10, 100):
-        raise UserError(f"asym noise is defined for CIFAR-10 and CIFAR-100, not {dataset}")
-    if noise_type == "openset" and noise_file:
-        raise UserError("--noise_file sets noisy labels, openset noise replaces images and "
-                        "keeps the labels: drop one of the two")
-    if noise_type == "openset" and dataset != "cifar10":
-        raise UserError(f"openset noise is defined for cifar10 (CIFAR-100 images under CIFAR-10 "
-                        f"labels), not {dataset}; choose another noise type")
-    if dataset == "clothing1m" and (noise_type != "real" or noise_file):
-        raise UserError(f"Clothing1M's labels are real noise with no clean labels to corrupt: use "
-                        f"noise type real (--noise_type/--noise_mode), not {noise_type!r}"
-                        + (", and no --noise_file" if noise_file else ""))
-    if noise_type == "real" and dataset != "clothing1m":
-        raise UserError(f"noise type real means a data set's own noisy labels (Clothing1M); "
-                        f"{dataset} has clean labels: for real human noise on CIFAR use a CIFAR-N "
-                        f"type ({', '.join(CIFARN_TYPES)})")
-    if noise_type in CIFARN_TYPES:
-        check_cifarn_dataset(noise_type, dataset)
 
 
-def make_noise(data, cfg):
-    """(noisy train labels, provenance) for cfg.noise_type; may also alter data (open-set
-    images). --noise_file takes the labels from a `label,label_noisy` CSV whatever the
-    type: the type and rate then only name the run, and the actual rate is measured."""
-    noise_type, seed = cfg.noise_type, cfg.noise_seed
-    generated = {"source": "generated", "noise_seed": seed}
-    if noise_type == "real":
-        return data.noisy_train_labels, {"source": "data set", "dataset": data.name}
-    if cfg.noise_file:
-        labels = noisy_labels_from_file(cfg.noise_file, data.train_labels, data.num_classes)
-        return labels, file_provenance(cfg.noise_file)
-    if noise_type == "dependent":
-        return dependent_labels(data, cfg)
-    if noise_type in CLASS_CONDITIONAL:
-        if getattr(cfg, "noise_source", "generate") == "release" and noise_type != "clean":
+# ---------------------------------------------------------------- the declarations
+
+def generated(cfg, generator):
+    return {"source": "generated", "noise_seed": cfg.noise_seed, "generator": generator}
+
+
+def class_conditional(noise_type):
+    """make() of a class-conditional type: the SLN release's label file where the scripts
+    read one (--noise_source release) and the release shipped it, else the GLS release's draw."""
+    def make(data, cfg):
+        if cfg.noise_source == "release" and noise_type != "clean":
             path = sln_release_file(data.name, noise_type, cfg.noise_rate, cfg.data_root,
                                     "--noise_source generate")
             if path is not None:
                 labels = noisy_labels_from_file(path, data.train_labels, data.num_classes)
-                released = SLN_FILES.get((data.name, noise_type, float(cfg.noise_rate)))
-                return labels, file_provenance(path, released)
-        labels = make_noisy_labels(data.train_labels, noise_type, cfg.noise_rate, data.num_classes, seed)
-        return labels, {**generated, "generator": "noisify (the GLS release's multinomial draw)"}
-    if noise_type in CIFARN_TYPES:
-        labels, path = cifarn_noisy_labels(data.name, data.train_labels, noise_type,
-                                           getattr(cfg, "noise_path", None), cfg.data_root)
-        if noise_type in TWIN_TYPES:
-            twin = twin_labels(data.train_labels, labels, data.num_classes, seed)
-            return twin, {**generated, "generator": "noisify from the human labels' transition matrix",
-                          **{f"human_{k}": v for k, v in file_provenance(path).items()}}
-        return labels, file_provenance(path)
-    if noise_type == "instance":
-        labels = make_instance_noise(data.train_images, data.train_labels, cfg.noise_rate,
-                                     data.num_classes, data.mean, data.std, seed)
-        return labels, {**generated, "generator": "part-dependent instance noise"}
-    add_open_set(data, cfg)  # openset: check_noise_fits refused every other name
-    return data.train_labels.copy(), {**generated, "generator": "open-set image replacement"}
+                return labels, file_provenance(path, SLN_FILES.get((data.name, noise_type, float(cfg.noise_rate))))
+        labels = make_noisy_labels(data.train_labels, noise_type, cfg.noise_rate, data.num_classes, cfg.noise_seed)
+        return labels, generated(cfg, "noisify (the GLS release's multinomial draw)")
+    return make
+
+
+def classes_in(*counts):
+    """check(): the type is defined for data sets with these class counts only."""
+    def check(spec, cfg):
+        if spec.num_classes not in counts:
+            raise UserError(f"{cfg.noise_type} noise is defined for {' or '.join(map(str, counts))} "
+                            f"classes, and {spec.name} has {spec.num_classes}: use symmetric noise")
+    return check
 
 
 def dependent_labels(data, cfg):
@@ -435,3 +396,45 @@ def dependent_labels(data, cfg):
             f"--data_root {cfg.data_root} --out {path}")
     labels = noisy_labels_from_file(path, data.train_labels, data.num_classes)
     return labels, file_provenance(path, SLN_FILES.get((data.name, "dependent", float(cfg.noise_rate))))
+
+
+def instance_labels(data, cfg):
+    labels = make_instance_noise(data.train_images, data.train_labels, cfg.noise_rate,
+                                 data.num_classes, data.mean, data.std, cfg.noise_seed)
+    return labels, generated(cfg, "part-dependent instance noise")
+
+
+def open_set_labels(data, cfg):
+    add_open_set(data, cfg)
+    return data.train_labels.copy(), generated(cfg, "open-set image replacement")
+
+
+def open_set_true_labels(data):
+    """-1 (no CIFAR-10 class) for the images that open-set noise replaced."""
+    true = np.array(data.train_labels, dtype=np.int64)
+    true[data.noise_arrays.get("open_set_index", [])] = -1
+    return true
+
+
+def cifar10_only(spec, cfg):
+    if spec.name != "cifar10":
+        raise UserError(f"openset noise is defined for cifar10 (CIFAR-100 images under CIFAR-10 "
+                        f"labels), not {spec.name}; choose another noise type")
+
+
+NOISE_TYPES = [
+    NoiseType("clean", "no noise: the data set's labels", class_conditional("clean"), uses_rate=False),
+    NoiseType("symmetric", "each label moves with prob r to one of the other classes, uniformly",
+              class_conditional("symmetric"), aliases=("sym",)),
+    NoiseType("pairflip", "each class flips with prob r to its partner (9<->1, 2<->0, 4<->7, 3<->5, 6<->8)",
+              class_conditional("pairflip"), check=classes_in(10)),
+    NoiseType("asym", "CIFAR-10: truck->automobile, bird->airplane, deer->horse, cat<->dog with prob r; "
+              "CIFAR-100: c -> c+1", class_conditional("asym"), check=classes_in(10, 100)),
+    NoiseType("dependent", "instance-dependent (IDN) labels from a file: the SLN release's, or "
+              "python3 -m data.idn's", dependent_labels),
+    NoiseType("instance", "part-dependent instance noise (Xia et al. 2020), seeded by --noise_seed",
+              instance_labels),
+    NoiseType("openset", "CIFAR-10: r of the images become CIFAR-100 images, labels kept",
+              open_set_labels, accepts_noise_file=False, check=cifar10_only,
+              true_labels=open_set_true_labels),
+]

@@ -25,6 +25,26 @@ MODELS = {
     "cnn": cnn,  # the GLS release's --model cnn (co-teaching's nine-layer CNN)
 }
 PRETRAINED = ("resnet50",)
+# What a model needs of its input: (channels, image size), None where anything goes.
+INPUT = {"resnet50": (3, None), "cnn": (3, 32)}
+# One network, two names: the canonical one is the GLS release's (run folders keep it).
+ALIASES = {"resnet34": "resnet"}
+
+
+def canonical_model(name):
+    return ALIASES.get(name, name) if isinstance(name, str) else name
+
+
+def check_model_fits(name, spec):
+    """Refuse a model that cannot take the data set's images, naming the models that can."""
+    channels, size = INPUT.get(name, (None, None))
+    if (channels is None or channels == spec.in_channels) and (size is None or size == spec.image_size):
+        return
+    fits = [m for m in MODELS if m not in ALIASES and INPUT.get(m, (None, None))[0] in (None, spec.in_channels)
+            and INPUT.get(m, (None, None))[1] in (None, spec.image_size)]
+    want = f"{channels}-channel" + (f" {size}x{size}" if size else "")
+    raise UserError(f"--model {name} takes {want} images; {spec.name} has {spec.in_channels}-channel "
+                    f"{spec.image_size}x{spec.image_size} images: use {', '.join(fits)}")
 
 
 def build_model(name, num_classes, in_channels=3, width=None, pretrained=False, pretrained_path=None):

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from methods import SLN
+from methods.sln import SLN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -72,6 +72,12 @@ def write_fake_cifar(root, name="cifar10", n_train=100, n_test=50, labels=None, 
     return train_x, train_y
 
 
+def parse_flags(module, *argv):
+    """A script's flags, parsed and checked as its main() does (a UserError when refused)."""
+    import importlib
+    return importlib.import_module(module).preset(list(argv)).parse(list(argv))[0]
+
+
 def run_in_process(module, argv):
     """Run a script's main(argv) in this process; returns its exit code."""
     import importlib
@@ -116,7 +122,7 @@ class InterruptedSLN(SLN):
         super().__init__(*args, **kwargs)
         self.stop = stop
 
-    def start_epoch(self, epoch, ctx):
-        super().start_epoch(epoch, ctx)
+    def start_epoch(self, epoch, run):
+        super().start_epoch(epoch, run)
         if epoch == self.stop:
             signal.raise_signal(signal.SIGINT)

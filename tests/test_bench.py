@@ -10,10 +10,20 @@ import torch
 
 from conftest import TINY, read_csv, read_json, run_cli, run_in_process
 from data.loader import DeviceLoader
-from methods import GLS, SLN
+from methods.gls import GLS
+from methods.sln import SLN
 from models import build_model
 from errors import UserError
-from utils.engine import EpochStats, TrainContext, autocast_for, check_compiled, speed_settings, train_step
+from core.device import autocast_for, speed_settings
+from utils.compile_check import check_compiled
+from utils.metrics import EpochStats
+from utils.state import RunState
+
+
+def train_step(model, forward, optimizer, method, autocast, x, y, idx, scaler=None):
+    """The method's step as the engine takes it, on a RunState around one model."""
+    run = RunState.for_model(model, optimizer, x.device, forward=forward, scaler=scaler, autocast=autocast)
+    return method.train_step(run, x, y, idx)
 
 THROUGHPUT_KEYS = ("reference_img_s", "project_img_s", "speedup", "loader_reference_img_s",
                    "loader_project_img_s", "loader_speedup", "loader_overhead_frac",
@@ -80,11 +90,12 @@ def test_bf16_channels_last_step_computes_the_fp32_loss(name):
 
 
 def test_speed_settings_keep_the_cpu_in_fp32():
-    precision, autocast, channels_last = speed_settings(torch.device("cpu"), "fp32")
-    assert (precision, channels_last) == ("fp32", False)
+    autocast, channels_last = speed_settings(torch.device("cpu"), "fp32")
+    assert channels_last is False
     with autocast():
         assert not torch.is_autocast_enabled("cpu")
-    assert speed_settings(torch.device("cpu"), "bf16")[0] == "bf16"
+    with speed_settings(torch.device("cpu"), "bf16")[0]():
+        assert torch.is_autocast_enabled("cpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the host-sync check needs one")
@@ -93,7 +104,7 @@ def test_speed_settings_keep_the_cpu_in_fp32():
 def test_cuda_training_step_never_waits_for_the_host(method_name, precision):
     """The engine's step and its bookkeeping (EpochStats) run without a host sync."""
     device = torch.device("cuda")
-    precision, autocast, channels_last = speed_settings(device, precision)
+    autocast, channels_last = speed_settings(device, precision)
     assert channels_last
     images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
     loader = DeviceLoader(images, torch.randint(0, 10, (256,)), 32, (0.5,) * 3, (0.25,) * 3, device,
@@ -101,8 +112,8 @@ def test_cuda_training_step_never_waits_for_the_host(method_name, precision):
     model = build_model("wrn28_2", 10, 3, width=8).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     method = GLS(0.1) if method_name == "gls" else SLN(0.5, ema_decay=0.999)
-    method.setup(TrainContext(cfg=None, device=device, model=model, num_classes=10,
-                              noisy_labels=loader.labels, train_eval_loader=None, autocast=autocast))
+    method.setup(RunState.for_model(model, opt, device, num_classes=10, noisy_labels=loader.labels,
+                                    autocast=autocast))
     batches = iter(loader)
     stats = EpochStats(device, loader.labels)
     train_step(model, model, opt, method, autocast, *next(batches))  # cuDNN autotuning may sync once

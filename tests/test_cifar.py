@@ -7,6 +7,7 @@ import pytest
 
 from conftest import run_cli, write_fake_cifar
 from data import load_dataset
+from data.download import no_downloads
 from data.cifar import load_cifar
 from errors import UserError
 
@@ -19,7 +20,8 @@ def test_reads_fake_archive_layout(tmp_path, name, k):
     assert te_x.shape == (20, 3, 32, 32)
     # Train order is data_batch_1..5 concatenated; pixels are channel-major (R, G, B planes).
     assert np.array_equal(tr_x, images) and np.array_equal(tr_y, labels)
-    data = load_dataset(name, str(tmp_path), download=False)
+    with no_downloads():
+        data = load_dataset(name, str(tmp_path))
     assert data.num_classes == k and data.in_channels == 3
 
 

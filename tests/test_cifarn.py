@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import read_json, run_cli, run_in_process, shared_file, write_fake_cifar
+from conftest import parse_flags, read_json, run_cli, run_in_process, shared_file, write_fake_cifar
 from data import cifarn
 from data.cifarn import load_human_labels, read_label_file
 from data.noise import actual_noise_rate, transition_matrix, twin_labels
@@ -107,11 +107,11 @@ def test_offline_the_error_says_where_to_put_the_file(tmp_path, monkeypatch):
 
 def test_a_type_of_the_other_cifar_is_an_error():
     with pytest.raises(UserError, match="worst is a cifar10 label set.*on cifar100 use"):
-        cifarn.check_dataset("worst", "cifar100")
+        parse_flags("main_warmup", "--noise_type", "worst", "--dataset", "cifar100")
     with pytest.raises(UserError, match="noisy100_twin is a cifar100 label set.*on cifar10 use"):
-        cifarn.check_dataset("noisy100_twin", "cifar10")
+        parse_flags("noise_cifar_train", "--noise_mode", "noisy100_twin")
     with pytest.raises(UserError, match="use --dataset cifar10"):
-        cifarn.check_dataset("aggre", "digits")
+        parse_flags("train", "--method", "gls", "--noise_type", "aggre", "--dataset", "digits")
 
 
 def test_mismatched_label_file_exits_2_without_traceback(tmp_path):

@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, InterruptedSLN, read_csv, read_json, run_in_process, shared_file
+from conftest import ROOT, InterruptedSLN, parse_flags, read_csv, read_json, run_in_process, shared_file
 from data.clothing1m import (MEAN, STD, BalancedSubset, Clothing1M, JpegFiles, read_annotations,
                              read_image_list)
 from errors import UserError
-from methods import SLN
+from methods.sln import SLN
 from models import build_model
-from noise_clothing1m_train import DEFAULTS as CLOTHING1M_DEFAULTS
-from utils.cli import sln_parser, validate_sln
 from utils.engine import run
 
 CLASSES = 14
@@ -289,7 +287,7 @@ def test_sln_script_trains_on_the_released_layout_with_soft_label_correction(rel
     summary = read_json(os.path.join(run, "summary.json"))
     assert summary["status"] == "finished" and summary["actual_noise_rate"] is None
     assert read_json(os.path.join(run, "noise.json")) == {
-        "actual_noise_rate": None, "transition_matrix": None,
+        "actual_noise_rate": None, "transition_matrix": None, "noise_type": "real", "arrays": [],
         "provenance": {"source": "data set", "dataset": "clothing1m"}}
     rows = read_csv(os.path.join(run, "metrics.csv"))
     assert [float(r["lr"]) for r in rows] == [1e-3, 1e-4]
@@ -320,7 +318,7 @@ def test_gls_script_takes_clothing1m_and_defaults_to_its_real_labels(merged_tree
     summary = read_json(os.path.join(results, "main_GLS_direct_train", run, "summary.json"))
     assert summary["noise_type"] == "real" and summary["status"] == "finished"
     assert {"best_val_acc", "test_acc_at_best_val", "best_test_acc"} <= set(summary)
-    with pytest.raises(UserError, match="Clothing1M's labels are real noise"):
+    with pytest.raises(UserError, match="clothing1m's labels are real noise"):
         run_in_process("main_GLS_direct_train", common + ["--noise_type", "symmetric"])
     with pytest.raises(UserError, match="validation split of its own"):
         run_in_process("main_GLS_direct_train", common + ["--val_fraction", "0.1", "--overwrite"])
@@ -334,10 +332,8 @@ def test_resume_on_clothing1m_reproduces_the_uninterrupted_run(merged_tree, tmp_
             "--num_per_class", "2", "--epochs", "3", "--batch_size", "7", "--device", "cpu"]
 
     def start(result_dir, workers, stop=None, resume=False):
-        cfg = sln_parser("", CLOTHING1M_DEFAULTS).parse_args(
-            argv + ["--num_workers", str(workers), "--result_dir", str(tmp_path / result_dir)]
-            + (["--resume"] if resume else []))
-        validate_sln(cfg)
+        cfg = parse_flags("noise_clothing1m_train", *argv, "--num_workers", str(workers), "--result_dir",
+                          str(tmp_path / result_dir), *(["--resume"] if resume else []))
         args = (cfg.sigma, cfg.ema_decay, cfg.correction, cfg.n_epoch)
         kwargs = dict(soft=True, carry_targets=False)  # as noise_clothing1m_train.py builds it
         method = InterruptedSLN(*args, stop=stop, **kwargs) if stop else SLN(*args, **kwargs)
@@ -394,6 +390,6 @@ def test_scancel_with_dataloader_workers_ends_interrupted_and_resumable(merged_t
     assert summary["status"] == "interrupted" and 1 <= summary["epochs_completed"] < 4
     again = subprocess.run(argv + ["--if_exists", "auto"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert f"resuming {metrics.parent} after epoch" in again.stdout
+    assert f"run folder: {metrics.parent} (resumed after epoch" in again.stdout
     assert read_json(metrics.parent / "summary.json")["status"] == "finished"
     assert len(read_csv(metrics)) == 4

@@ -33,8 +33,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, read_csv, read_json, write_fake_cifar
-from utils.cli import run_main
+from conftest import ROOT, parse_flags, read_csv, read_json, write_fake_cifar
+from core.args import run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, shared CPU
 
@@ -101,9 +101,9 @@ def interrupt_after_first_epoch(script, argv):
     import utils.engine
     save_epoch = utils.engine.save_epoch
 
-    def save_then_interrupt(folder, cfg, run, method, state):
-        save_epoch(folder, cfg, run, method, state)
-        if state["epoch"] == 1:
+    def save_then_interrupt(run, folder):
+        save_epoch(run, folder)
+        if run.epoch == 1:
             signal.raise_signal(signal.SIGINT)
     utils.engine.save_epoch = save_then_interrupt
     try:
@@ -351,7 +351,7 @@ OVERWRITE = ("--if_exists overwrite",)  # any wording of the fix, for the defect
 
 CASES = [
     # -- numbers: ints as floats, strings, empty, negative, zero, huge, nan, inf
-    ("n_epoch float", D, GLS + ["--n_epoch", "1.5"], "argument --n_epoch: '1.5' is not an integer", INT, None),
+    ("n_epoch float", D, GLS + ["--n_epoch", "1.5"], "argument --n_epoch/--epochs: '1.5' is not an integer", INT, None),
     ("n_epoch word", D, GLS + ["--n_epoch", "one"], "'one' is not an integer", INT, None),
     ("n_epoch empty", D, GLS + ["--n_epoch", ""], "'' is not an integer", INT, None),
     ("n_epoch negative", D, GLS + ["--n_epoch", "-1"], "--n_epoch/--epochs -1", "must be at least 1", None),
@@ -436,12 +436,14 @@ CASES = [
     ("device cuda:-1", D, GLS + ["--device", "cuda:-1"], "--device 'cuda:-1'", "use auto, cpu, cuda", None),
     ("device capitalised", D, GLS + ["--device", "CPU"], "--device 'CPU'", "use auto, cpu, cuda", None),
     ("device with a space", D, GLS + ["--device", "cpu "], "--device 'cpu '", "use auto, cpu, cuda", None),
-    ("precision fp16", D, GLS + ["--precision", "fp16"], "invalid choice: 'fp16'", "choose from", None),
+    ("precision fp8", D, GLS + ["--precision", "fp8"], "invalid choice: 'fp8'", "choose from", None),
     ("if_exists unknown", D, GLS + ["--if_exists", "maybe"], "invalid choice: 'maybe'", "choose from", None),
-    ("unknown flag", D, GLS + ["--bogus", "1"], "unrecognized arguments: --bogus", "usage:", None),
-    ("stray positional", D, GLS + ["extra"], "unrecognized arguments: extra", "usage:", None),
-    ("load flag on the direct script", D, GLS + ["--warmup_ckpt", "best"], "unrecognized arguments: --warmup_ckpt",
-     "usage:", None),
+    ("unknown flag", D, GLS + ["--bogus", "1"], "unknown flag --bogus", "--help lists every flag", None),
+    ("misspelt flag", D, GLS + ["--smooth-rate", "0.4"], "unknown flag --smooth-rate", "did you mean --smooth_rate",
+     None),
+    ("stray positional", D, GLS + ["extra"], "unexpected value 'extra'", "--flag VALUE", None),
+    ("load flag on the direct script", D, GLS + ["--warmup_ckpt", "best"], "unknown flag --warmup_ckpt",
+     "--help lists every flag", None),
     # -- contradictions
     ("resume and overwrite", D, GLS + ["--resume", "--overwrite"], "contradict each other", "keep one", None),
     ("if_exists refuse and resume", D, GLS + ["--if_exists", "refuse", "--resume"], "auto and refuse contradict",
@@ -452,19 +454,19 @@ CASES = [
      "exclude each other", "keep one", None),
     ("pretrained_path on a model without ImageNet weights", D, GLS + ["--pretrained_path", "{F}/config.json"],
      "--model resnet18 always starts from random weights", "drop --pretrained_path", None),
-    ("resnet50 on 1-channel digits", D, GLS + ["--model", "resnet50"], "takes 3-channel images", "use resnet18",
+    ("resnet50 on 1-channel digits", D, GLS + ["--model", "resnet50"], "takes 3-channel images", "use resnet, resnet18",
      None),
-    ("cnn on digits", D, GLS + ["--model", "cnn"], "--model cnn is the release's network", "use a ResNet", None),
+    ("cnn on digits", D, GLS + ["--model", "cnn"], "--model cnn takes 3-channel 32x32 images", "use resnet", None),
     ("record_train_probs with val_fraction", D, GLS + ["--record_train_probs", "--val_fraction", "0.1"],
      "--record_train_probs predicts every training image", "no --val_fraction", None),
     ("clothing1m with val_fraction", D, GLS + ["--dataset", "clothing1m", "--val_fraction", "0.1"],
-     "has a clean validation split of its own", "drop --val_fraction", None),
+     "has a validation split of its own", "drop --val_fraction", None),
     ("clothing1m script with val_fraction", C, ["--val_fraction", "0.1", "--result_dir", "{R}"],
-     "has a clean validation split of its own", "drop --val_fraction", None),
+     "has a validation split of its own", "drop --val_fraction", None),
     ("clothing1m with symmetric noise", D, GLS + ["--dataset", "clothing1m", "--noise_type", "symmetric"],
-     "Clothing1M's labels are real noise", "use noise type real", None),
+     "clothing1m's labels are real noise", "use noise type real", None),
     ("clothing1m with a noise file", D, GLS + ["--dataset", "clothing1m", "--noise_file", "{F}/config.json"],
-     "Clothing1M's labels are real noise", "no --noise_file", None),
+     "noise type real does not take them from a file", "drop one of the two", None),
     ("openset on digits", D, GLS + ["--noise_type", "openset"], "openset noise is defined for cifar10",
      "choose another noise type", None),
     ("real noise on digits", D, GLS + ["--noise_type", "real"], "noise type real means", "use a CIFAR-N type",
@@ -472,7 +474,7 @@ CASES = [
     ("CIFAR-N type on digits", D, GLS + ["--noise_type", "worst"], "noise type worst is a cifar10 label set",
      "use --dataset cifar10", None),
     ("pairflip on cifar100", D, GLS + ["--dataset", "cifar100", "--noise_type", "pairflip"],
-     "pairflip noise is defined for 10 classes", "use symmetric or asym noise", None),
+     "pairflip noise is defined for 10 classes", "use symmetric noise", None),
     ("dependent noise without a file", D, GLS + ["--noise_type", "dependent"],
      "dependent (IDN) noise reads its labels from a file", "Pass --noise_file PATH", None),
     ("print_run_dir checks the flags first", D, GLS + ["--print_run_dir", "--lr", "-1"], "--lr -1.0",
@@ -512,9 +514,9 @@ CASES = [
      "pass the one for --dataset", labels_file(lambda y: noise_csv(shifted(y[:-5])))),
     ("noise file too long", D, NF, "has 1438 rows", "pass the one for --dataset",
      labels_file(lambda y: noise_csv(shifted(y) + [(0, 0)]))),
-    ("noise file label 10", D, NF, "has labels outside 0..9",
+    ("noise file label 10", D, NF, "column label_noisy, row 0 holds 10, outside 0..9",
      "pass the one for --dataset", labels_file(lambda y: noise_csv([(y[0], 10)] + shifted(y[1:])))),
-    ("noise file label -1", D, NF, "has labels outside 0..9",
+    ("noise file label -1", D, NF, "column label_noisy, row 0 holds -1, outside 0..9",
      "pass the one for --dataset", labels_file(lambda y: noise_csv([(y[0], -1)] + shifted(y[1:])))),
     ("noise file of other clean labels", D, NF,
      "its clean column differs from the training labels in 1 rows (first: row 0)", "pass the one for --dataset",
@@ -758,9 +760,9 @@ CASES = [
     ("clothing1m folder missing", C, C1M[:1] + ["{tmp}/nowhere"] + C1M[2:], "Clothing1M folder",
      "point --datapath/--data_root at the folder", None),
     # -- python3 -m data.idn (IDN: --noise_rate 0.2 --out {tmp}/x.csv)
-    ("idn without source", I, IDN, "one of the arguments --run --ckpt", "usage:", None),
+    ("idn without source", I, IDN, "one of the arguments --run --ckpt", "--help lists every flag", None),
     ("idn with both sources", I, ["--run", "{Wc}", "--ckpt", "{Wc}/best.pt"] + IDN,
-     "not allowed with argument --run", "usage:", None),
+     "not allowed with argument --run", "--help lists every flag", None),
     ("idn noise_rate 1", I, ["--run", "{Wc}"] + IDN + ["--noise_rate", "1"], "--noise_rate 1.0", "[0, 1)", None),
     ("idn noise_rate -0.1", I, ["--run", "{Wc}"] + IDN + ["--noise_rate", "-1e-1"], "--noise_rate -0.1", "[0, 1)",
      None),
@@ -883,15 +885,13 @@ def test_clothing1m_lists_read_alike_whatever_their_line_ends(tmp_path, variant)
 def test_a_damaged_warmup_config_is_skipped_with_a_warning(ctx, capsys):
     """main_GLS_load.py's search: damaged config.json files (not JSON, a noise type that is no
     string) are skipped with a warning naming them; the good warm-up is still found."""
-    from main_GLS_load import DEFAULTS
-    from utils.cli import find_warmup_checkpoint, gls_parser, validate_gls
+    from main_GLS_load import find_warmup_checkpoint
     root = f"{ctx.tmp}/res/main_warmup"
     shutil.copytree(ctx.W, f"{root}/good")
     for name, text in (("bad-json", "{bad"), ("bad-type", '{"noise_type": {"a": 1}}')):
         shutil.copytree(ctx.W, f"{root}/{name}")
         write(f"{root}/{name}/config.json", text)
-    cfg = gls_parser("", DEFAULTS).parse_args([a.format(R=f"{ctx.tmp}/res") for a in GLS])
-    validate_gls(cfg)
+    cfg = parse_flags("main_GLS_load", *[a.format(R=f"{ctx.tmp}/res") for a in GLS])
     assert find_warmup_checkpoint(cfg) == f"{root}/good/best.pt"
     err = capsys.readouterr().err
     assert f"skipping the warm-up folder {root}/bad-json: its config.json is not readable JSON" in err
@@ -951,19 +951,19 @@ def test_summarize_skips_damaged_runs_with_warnings(ctx):
 
 def fail_writing(monkeypatch, name):
     """The first atomic write of `name` fails as a full disk does, half written."""
-    import utils.results
-    write_, failed = utils.results.atomic_write_bytes, []
+    import core.files
+    write_, failed = core.files.atomic_write_bytes, []
 
     def full(path, data):
         if os.path.basename(path) == name and not failed:
             failed.append(path)
-            tmp = f"{path}.tmp{os.getpid()}"
+            tmp = core.files.temporary_name(path)
             with open(tmp, "wb") as f:
                 f.write(data[: len(data) // 3])
             os.remove(tmp)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
         return write_(path, data)
-    monkeypatch.setattr(utils.results, "atomic_write_bytes", full)
+    monkeypatch.setattr(core.files, "atomic_write_bytes", full)
 
 
 @pytest.mark.parametrize("name", ["config.json", "last.pt"])
@@ -973,7 +973,7 @@ def test_a_full_disk_ends_with_a_message_and_the_run_continues_after(ctx, name):
     status, err = run_script(D, argv)
     assert status == 1 and "Traceback" not in err
     assert "error: No space left on device" in err and "then rerun the same command with --if_exists auto" in err
-    assert glob.glob(f"{ctx.tmp}/*/*/*.tmp*") == []
+    assert glob.glob(f"{ctx.tmp}/*/*/.tmp*") == []
     if name == "last.pt":
         assert read_json(only(f"{ctx.tmp}/{D}/*/summary.json"))["status"] == "failed"
     ctx.monkeypatch.undo()

@@ -58,7 +58,7 @@ def test_auto_leaves_a_finished_run_as_it_is(finished, capsys):
 
 
 def test_refuse_is_the_default_and_overwrite_replaces_a_finished_run(finished, capsys):
-    """--overwrite on a finished run used to print "nothing to resume" and change nothing."""
+    """--overwrite replaces what the run wrote, and leaves anything else in its folder."""
     argv, folder = finished
     before = digests(folder)
     with pytest.raises(UserError, match="already holds a finished run"):
@@ -72,7 +72,7 @@ def test_refuse_is_the_default_and_overwrite_replaces_a_finished_run(finished, c
         assert run_in_process("main_GLS_direct_train", argv + spelling) == 0
         assert folder_of(capsys) == folder
         assert os.path.getmtime(os.path.join(folder, "summary.json")) >= started
-        assert not os.path.exists(os.path.join(folder, "stray.txt"))
+        assert open(os.path.join(folder, "stray.txt")).read() == "left by hand"
         assert os.path.exists(os.path.join(folder, "best.pt"))
         assert read_json(os.path.join(folder, "summary.json"))["status"] == "finished"
     # same seeds, same run: the replaced results equal the first ones
@@ -86,12 +86,12 @@ def test_auto_resumes_an_unfinished_run_and_restarts_one_without_checkpoint(fini
     RunFolder(folder).write_json("summary.json", {**summary, "status": "interrupted"})
     assert run_in_process("main_GLS_direct_train", argv + ["--if_exists", "auto"]) == 0
     out = capsys.readouterr().out
-    assert f"resuming {folder} after epoch 2" in out
+    assert f"run folder: {folder} (resumed after epoch 2 of" in out
     assert read_json(os.path.join(folder, "summary.json"))["status"] == "finished"
     RunFolder(folder).write_json("summary.json", {**summary, "status": "running"})
     os.remove(os.path.join(folder, "last.pt"))  # killed before its first checkpoint
     assert run_in_process("main_GLS_direct_train", argv + ["--if_exists", "auto"]) == 0
-    assert "resuming" not in capsys.readouterr().out
+    assert "(resumed after" not in capsys.readouterr().out
     assert len(read_csv(os.path.join(folder, "metrics.csv"))) == 2 and os.path.exists(os.path.join(folder, "last.pt"))
 
 
@@ -174,7 +174,7 @@ def test_two_identical_commands_never_train_one_folder_and_kill_9_leaves_no_stal
     third.send_signal(signal.SIGTERM)
     out, err = third.communicate(timeout=60)
     assert third.returncode == 143, err
-    assert f"resuming {folder} after epoch {rows}" in out
+    assert f"run folder: {folder} (resumed after epoch {rows} of" in out
     assert read_json(os.path.join(folder, "summary.json"))["status"] == "interrupted"
 
 

@@ -1,4 +1,4 @@
-"""The noise of the SLN experiments (data/noise.py, data/__init__.make_noise, data/idn.py):
+"""The noise of the SLN experiments (data/noise.py, the noise types' make, data/idn.py):
 label files (--noise_file, the released CSVs), IDN, part-dependent instance noise, open-set."""
 import json
 import os
@@ -10,17 +10,15 @@ import torch
 import torch.nn.functional as F
 
 import noise_cifar_train
-from conftest import TINY, read_json, shared_file, write_fake_cifar
+from conftest import TINY, parse_flags, read_json, shared_file, write_fake_cifar
 from data import load_dataset, prepare_data
 from data.idn import average_probabilities, load_clean_checkpoints
 from data.idn import main as idn_main
-from data.noise import (ASYM_CIFAR10, check_noise_fits, idn_noisy_labels, instance_flip_probabilities,
+from data.noise import (ASYM_CIFAR10, idn_noisy_labels, instance_flip_probabilities,
                         load_noise_file, make_instance_noise, noisy_labels_from_file,
                         replace_with_open_set, save_noise_file)
 from errors import UserError
-from main_warmup import DEFAULTS as WARMUP_DEFAULTS
 from main_warmup import main as warmup_main
-from utils.cli import gls_parser, sln_parser, validate_gls, validate_sln
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,19 +96,17 @@ def digits_noise_file(path, rate=0.25, seed=0):
     return noisy
 
 
-@pytest.mark.parametrize("parser, defaults, noise_flag", [
-    (gls_parser, WARMUP_DEFAULTS, "--noise_type"), (sln_parser, noise_cifar_train.DEFAULTS, "--noise_mode")])
-def test_noise_file_flag_in_every_script(tmp_path, parser, defaults, noise_flag):
+@pytest.mark.parametrize("script, noise_flag", [("main_warmup", "--noise_type"), ("noise_cifar_train", "--noise_mode")])
+def test_noise_file_flag_in_every_script(tmp_path, script, noise_flag):
     expected = digits_noise_file(str(tmp_path / "labels.csv"))
     for noise_type in ("dependent", "sym"):  # the file wins over any label noise type
-        cfg = parser("", defaults).parse_args(
-            ["--dataset", "digits", noise_flag, noise_type, "--noise_file", str(tmp_path / "labels.csv")])
+        cfg = parse_flags(script, "--dataset", "digits", noise_flag, noise_type, "--noise_file",
+                          str(tmp_path / "labels.csv"))
         assert np.array_equal(prepare_data(cfg)[1], expected)
 
 
 def test_dependent_noise_finds_the_released_layout_or_says_how_to_make_it(tmp_path):
-    cfg = sln_parser("", noise_cifar_train.DEFAULTS).parse_args(
-        ["--dataset", "digits", "--datapath", str(tmp_path), "--noise_rate", "0.25"])
+    cfg = parse_flags("noise_cifar_train", "--dataset", "digits", "--datapath", str(tmp_path), "--noise_rate", "0.25")
     with pytest.raises(UserError, match="python3 -m data.idn") as error:
         prepare_data(cfg)
     assert os.path.join(str(tmp_path), "label_noisy", "dependent0.25.csv") in str(error.value)
@@ -122,10 +118,8 @@ def test_dependent_noise_finds_the_released_layout_or_says_how_to_make_it(tmp_pa
 @pytest.mark.parametrize("name", ["sym", "symmetric", "pairflip", "asym", "instance", "clean"])
 def test_every_label_noise_name_works_in_both_parsers(name):
     common = ["--dataset", "digits", "--noise_rate", "0.3"]
-    gls = gls_parser("", WARMUP_DEFAULTS).parse_args([*common, "--noise_type", name])
-    sln = sln_parser("", noise_cifar_train.DEFAULTS).parse_args([*common, "--noise_mode", name])
-    validate_gls(gls)
-    validate_sln(sln)
+    gls = parse_flags("main_warmup", *common, "--noise_type", name)
+    sln = parse_flags("noise_cifar_train", *common, "--noise_mode", name)
     gls_labels, sln_labels = prepare_data(gls)[1], prepare_data(sln)[1]
     assert np.array_equal(gls_labels, sln_labels)
     clean = load_dataset("digits").train_labels
@@ -194,9 +188,9 @@ def test_recorded_train_probs_average_every_epoch_and_make_the_idn_labels(tmp_pa
     weights = []
     save_epoch = utils.engine.save_epoch
 
-    def capture(folder, cfg, run, *args):
+    def capture(run, folder):
         weights.append({k: v.clone() for k, v in run.model.state_dict().items()})
-        return save_epoch(folder, cfg, run, *args)
+        return save_epoch(run, folder)
 
     monkeypatch.setattr(utils.engine, "save_epoch", capture)
     assert warmup_main([*TINY, "--noise_type", "clean", "--n_epoch", "3", "--lr", "0.05",
@@ -291,7 +285,7 @@ def test_openset_replaces_exactly_round_rN_images_by_cifar100_images(tmp_path, l
     cifar100_root = tmp_path / "CIFAR100" if layout == "sln" else tmp_path
     original, clean = write_fake_cifar(str(cifar10_root), "cifar10", n_train=101, n_test=10, seed=1)
     open_images, _ = write_fake_cifar(str(cifar100_root), "cifar100", n_train=150, n_test=10, seed=2)
-    data, noisy, _ = prepare_data(openset_cfg(cifar10_root))
+    data, noisy, _, _ = prepare_data(openset_cfg(cifar10_root))
     changed = np.flatnonzero((data.train_images != original).any(axis=(1, 2, 3)))
     assert len(changed) == round(0.3 * 101) == 30
     pool = {img.tobytes() for img in open_images}
@@ -299,9 +293,9 @@ def test_openset_replaces_exactly_round_rN_images_by_cifar100_images(tmp_path, l
     assert len({data.train_images[i].tobytes() for i in changed}) == 30  # distinct images
     assert np.array_equal(noisy, clean) and np.array_equal(data.train_labels, clean)
     assert np.array_equal(data.noise_arrays["open_set_index"], changed)
-    again, _, _ = prepare_data(openset_cfg(cifar10_root))
+    again, _, _, _ = prepare_data(openset_cfg(cifar10_root))
     assert np.array_equal(again.train_images, data.train_images)  # same seed, same choice
-    other, _, _ = prepare_data(openset_cfg(cifar10_root, seed=1))
+    other, _, _, _ = prepare_data(openset_cfg(cifar10_root, seed=1))
     assert not np.array_equal(other.noise_arrays["open_set_index"], changed)
 
 
@@ -321,9 +315,10 @@ def test_openset_errors(tmp_path):
         prepare_data(openset_cfg(tmp_path / "CIFAR10"))
     # the flag checks, made before anything loads
     with pytest.raises(UserError, match="defined for cifar10"):
-        check_noise_fits("digits", 10, "openset")
+        parse_flags("noise_cifar_train", "--dataset", "digits", "--noise_mode", "openset")
+    (tmp_path / "x.csv").write_text("label,label_noisy\n")
     with pytest.raises(UserError, match="--noise_file"):
-        check_noise_fits("cifar10", 10, "openset", str(tmp_path / "x.csv"))
+        parse_flags("noise_cifar_train", "--noise_mode", "openset", "--noise_file", str(tmp_path / "x.csv"))
 
 
 def test_openset_run_saves_which_images_were_replaced(tmp_path):

@@ -193,7 +193,7 @@ def assert_resume_matches_uninterrupted(script, argv, tmp_path):
     assert "--resume" in out
     resumed = run_cli(script, *killed, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming {folder} after epoch" in resumed.stdout
+    assert f"run folder: {folder} (resumed after epoch" in resumed.stdout
     full = run_cli(script, *argv, "--result_dir", tmp_path / "full")
     assert full.returncode == 0, full.stderr
     full_folder = full.stdout.strip().splitlines()[-1].split("results: ")[1]

@@ -10,13 +10,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import noise_cifar_train
-from conftest import TINY, InterruptedSLN, read_csv, read_json, write_fake_cifar
+from conftest import TINY, InterruptedSLN, parse_flags, read_csv, read_json, write_fake_cifar
 from data.noise import make_noisy_labels, save_noise_file
 from errors import UserError
 from loss import corrected_targets, sln_targets, soft_cross_entropy
-from methods import SLN
-from utils.cli import sln_parser, validate_sln
-from utils.engine import TrainContext, run
+from methods.sln import SLN
+from utils.engine import run
+from utils.state import RunState
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,7 +101,7 @@ def small_bn_model():
 
 
 def fake_ctx(model, x=None, labels=None, batch=4, x_aug=None):
-    """The engine's TrainContext over a toy training set; the training loaders yield their
+    """The engine's RunState over a toy training set; the training loaders yield their
     batches out of order, as a loader over a subset could. The augmented one yields
     `x_aug` (default: x itself)."""
     plain, augmented = [], []
@@ -110,9 +110,9 @@ def fake_ctx(model, x=None, labels=None, batch=4, x_aug=None):
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
         plain = [(x[i], labels[i], i) for i in order.split(batch)]
         augmented = [(x_aug[i], labels[i], i) for i in order.split(batch)]
-    return TrainContext(cfg=None, model=model, device=torch.device("cpu"), num_classes=3,
-                        noisy_labels=labels, train_eval_loader=plain,
-                        autocast=contextlib.nullcontext, train_aug_loader=augmented)
+    return RunState.for_model(model, None, torch.device("cpu"), num_classes=3, noisy_labels=labels,
+                              train_eval_loader=plain, autocast=contextlib.nullcontext,
+                              train_aug_loader=augmented)
 
 
 def test_ema_starts_equal_and_is_a_separate_copy():
@@ -293,7 +293,7 @@ def test_method_tags():
 # ---------------------------------------------------------------- the script
 
 def parse(*argv):
-    return sln_parser("", noise_cifar_train.DEFAULTS).parse_args(list(argv))
+    return parse_flags("noise_cifar_train", *argv)
 
 
 def test_released_command_line_parses_to_the_release_protocol():
@@ -314,27 +314,24 @@ def test_released_command_line_parses_to_the_release_protocol():
 
 def test_num_class_must_match_the_data_set():
     with pytest.raises(UserError, match="--num_class 100"):
-        validate_sln(parse("--dataset", "cifar100"))
+        parse("--dataset", "cifar100")
     with pytest.raises(UserError, match="ema_decay"):
-        validate_sln(parse("--ema_decay", "1.0"))
+        parse("--ema_decay", "1.0")
     with pytest.raises(UserError, match="sigma"):
-        validate_sln(parse("--sigma", "-0.1"))
+        parse("--sigma", "-0.1")
 
 
 def test_gpu_id_picks_the_cuda_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     cfg = parse("--gpu_id", "1")
-    validate_sln(cfg)
     assert cfg.device == "cuda:1"
     cfg = parse("--gpu_id", "1", "--device", "cpu")  # an explicit --device wins
-    validate_sln(cfg)
     assert cfg.device == "cpu"
     with pytest.raises(UserError, match="--gpu_id 2"):
-        validate_sln(parse("--gpu_id", "2"))
+        parse("--gpu_id", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = parse("--gpu_id", "1")
-    validate_sln(cfg)
     assert cfg.device == "auto"
 
 
@@ -372,7 +369,6 @@ def test_resume_after_label_correction_reproduces_the_uninterrupted_run(tmp_path
 
     def start(result_dir, method_kwargs=None, resume=False):
         cfg = parse(*argv, "--result_dir", str(tmp_path / result_dir), *(["--resume"] if resume else []))
-        validate_sln(cfg)
         method = (InterruptedSLN(cfg.sigma, cfg.ema_decay, cfg.correction, cfg.n_epoch, **method_kwargs)
                   if method_kwargs else SLN(cfg.sigma, cfg.ema_decay, cfg.correction, cfg.n_epoch))
         return run(cfg, "noise_cifar_train", method)

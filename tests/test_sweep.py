@@ -227,7 +227,7 @@ def test_sln_dry_run_has_one_array_and_a_short_limit_a_short_warning(tmp_path):
     (["--seeds", "0 0.5"], "--seeds '0 0.5': '0.5' is not an integer"),
     (["--dry-run"], "--dry-run goes with --slurm"),
     (["--slurm", "--sbatch_args", "-t 1:x"], "cannot read the time limit '1:x'"),
-    (["--n_epochs", "3"], "main_warmup.py rejects its flags: unrecognized arguments: --n_epochs 3"),
+    (["--n_epochs", "3"], "main_warmup.py rejects its flags: unknown flag --n_epochs; did you mean --n_epoch"),
 ])
 def test_bad_options_exit_2_before_anything_starts(tmp_path, bad, message):
     results = tmp_path / "results"

@@ -1,40 +1,43 @@
-"""The results contract: one folder per run, every file written atomically.
+"""The results contract: one folder per run, every file written atomically (core/files.py).
 
 <result_dir>/<script>/<dataset>-<noise>[<rate>]-<model>-<tag>-seed<seed>-<hash>/
-    config.json        every argument of the run
+    config.json        every argument of the run, and made_by: the code, command, library
+                       versions, device and data that made it (utils/identity.py)
     noisy_labels.npy   the noisy train labels (train order of the data set)
     noise.json         actual noise rate, empirical transition matrix, where the labels came from
     metrics.csv        one row per epoch
-    summary.json       status (running/finished/diverged/interrupted/failed), best and last values
+    summary.json       status (running/finished/diverged/interrupted/failed), best and last
+                       values, per-class results, the method's knobs and label, made_by
     last.pt, best.pt   checkpoints (with what identifies the run's noisy labels and model)
     train_probs.npy    with --record_train_probs: the mean train-set softmax over the epochs
+    tensorboard/       with --tensorboard: the metrics as TensorBoard event files
     .lock              held (flock) by the one process that trains into the folder
 The name is a pure function of the script and the config (the hash covers every
 argument that can change the result), so sweeps can find a run without running it.
 """
 import contextlib
-import csv
 import fcntl
 import hashlib
-import io
 import json
 import os
 import shutil
 import socket
-import sys
 
-import torch
-
-from data.noise import RATE_FREE_NOISE
+from core.files import RESTART, RunFolder, remove_leftovers, warn  # noqa: F401  (the names of the contract)
+from data import noise_type
 from errors import UserError
 
 # Arguments that cannot change a run's result: left out of its name.
 BOOKKEEPING = {"result_dir", "resume", "overwrite", "if_exists", "retry_diverged", "print_freq",
                "num_workers", "device", "gpu_id", "data_root", "print_run_dir", "ckpt_every",
-               "progress"}
+               "progress", "tensorboard", "keep_stale", "made_by"}
 LOCK_FILE = ".lock"
-# The way on from a damaged run folder, or one that does not belong to the flags given.
-RESTART = "start the run again with --if_exists overwrite"
+# What a run writes, and all that an overwrite deletes: anything else in the folder (another
+# run's folder under a --result_dir inside this one, a user's notes) is left alone.
+RESULT_FILES = ("config.json", "noisy_labels.npy", "noise.json", "metrics.csv", "summary.json",
+                "last.pt", "best.pt", "train_probs.npy", "val_index.npy", "open_set_index.npy",
+                "open_set_source.npy")
+RESULT_FOLDERS = ("tensorboard",)
 
 
 def result_settings(cfg):
@@ -49,7 +52,7 @@ def run_name(cfg, tag):
     relevant = result_settings(cfg)
     digest = hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
     noise = cfg["noise_type"]
-    if noise not in RATE_FREE_NOISE:
+    if noise_type(noise).uses_rate:
         noise += f"{cfg['noise_rate']:g}"
     return f"{cfg['dataset']}-{noise}-{cfg['model']}-{tag}-seed{cfg['seed']}-{digest}"
 
@@ -58,137 +61,28 @@ def run_dir(cfg, script, tag):
     return os.path.join(cfg["result_dir"], script, run_name(cfg, tag))
 
 
-def atomic_write_bytes(path, data):
-    """Write to a temporary file beside `path`, fsync, then rename over it.
-
-    A crash at any point leaves either the old file or the new one, never half of one.
-    """
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def run_entries(path):
+    """The entries of a run folder that the run wrote (RESULT_FILES, RESULT_FOLDERS)."""
+    return [n for n in RESULT_FILES + RESULT_FOLDERS if os.path.lexists(os.path.join(path, n))]
 
 
-def write_csv(path, rows, columns):
-    """Rows (dicts) as CSV with these columns, atomically: keys outside `columns` are
-    left out; missing keys and None are written as empty fields."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
+def noise_array_files(folder):
+    """The arrays a noise type saved beside the labels (noise.json lists them)."""
+    report = folder.read_json_or_none("noise.json") or {}
+    names = report.get("arrays") if isinstance(report.get("arrays"), list) else []
+    return [f"{n}.npy" for n in names if isinstance(n, str) and n.isidentifier()]
 
 
-def read_json_file(path):
-    """A JSON object from `path`, or None with what is wrong when it is missing, damaged or
-    not an object: (obj, None) or (None, "is missing" / "is not readable JSON (...)" /
-    "holds a JSON list, not an object")."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        return None, "is missing"
-    except (OSError, ValueError) as exc:
-        return None, f"is not readable JSON ({exc.__class__.__name__})"
-    if not isinstance(obj, dict):
-        return None, f"holds a JSON {type(obj).__name__}, not an object"
-    return obj, None
-
-
-def warn(message):
-    print(f"warning: {message}", file=sys.stderr)
-
-
-class RunFolder:
-    def __init__(self, path):
-        self.path = path
-
-    def file(self, name):
-        return os.path.join(self.path, name)
-
-    def has(self, name):
-        return os.path.exists(self.file(name))
-
-    def contents(self):
-        """The folder's entries other than the lock file ([] when it does not exist)."""
-        if not os.path.isdir(self.path):
-            return []
-        return sorted(n for n in os.listdir(self.path) if n != LOCK_FILE)
-
-    def clear(self):
-        """Delete every result in the folder (--if_exists overwrite); the lock stays."""
-        for name in self.contents():
-            path = self.file(name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
-
-    def write_json(self, name, obj):
-        atomic_write_bytes(self.file(name), (json.dumps(obj, indent=2) + "\n").encode())
-
-    def read_json(self, name):
-        """The JSON object in `name`; a damaged or missing file is a UserError naming it."""
-        obj, problem = read_json_file(self.file(name))
-        if obj is None:
-            raise UserError(f"{self.file(name)} {problem}: the run folder is damaged; {RESTART}")
-        return obj
-
-    def write_csv(self, name, rows, columns):
-        write_csv(self.file(name), rows, columns)
-
-    def save_npy(self, name, array):
-        import numpy as np
-        buf = io.BytesIO()
-        np.save(buf, array)
-        atomic_write_bytes(self.file(name), buf.getvalue())
-
-    def load_npy(self, name):
-        import numpy as np
-        try:
-            return np.load(self.file(name), allow_pickle=False)
-        except FileNotFoundError:
-            raise UserError(f"{self.file(name)} is missing: the run folder is damaged; {RESTART}") from None
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{self.file(name)} cannot be read ({exc}): the run folder is damaged; "
-                            f"{RESTART}") from None
-
-    def save_checkpoint(self, name, state):
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(self.file(name), buf.getvalue())
-
-    def load_checkpoint(self, name, map_location="cpu"):
-        return load_checkpoint(self.file(name), map_location, fix=RESTART)
-
-    def status(self):
-        """'finished', 'diverged', 'interrupted', 'running' (or crashed), 'failed', or None
-        when there is no readable summary."""
-        summary, _ = read_json_file(self.file("summary.json"))
-        return None if summary is None else summary.get("status")
-
-
-def load_checkpoint(path, map_location="cpu", fix="pass a checkpoint written by this project"):
-    """Our checkpoints hold tensors and plain Python values only: weights_only loading works.
-    A missing or unreadable file is a UserError ending with `fix`, the caller's way on."""
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {path} does not exist: {fix}") from None
-    except Exception as exc:
-        raise UserError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}); it is damaged or "
-                        f"not one of this project's checkpoints: {fix}") from None
-    if not isinstance(ckpt, dict):
-        raise UserError(f"checkpoint {path} holds a {type(ckpt).__name__}, not one of this "
-                        f"project's checkpoints: {fix}")
-    return ckpt
+def clear(folder):
+    """Delete what the run wrote (--if_exists overwrite); the lock and anything else stay."""
+    for name in run_entries(folder.path) + noise_array_files(folder):
+        if not os.path.lexists(folder.file(name)):
+            continue
+        path = folder.file(name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 # ---------------------------------------------------------------- one process per run folder
@@ -210,6 +104,12 @@ class RunLock:
         self.created_folders = []  # the run folder and the parents made for it, deepest first
 
     def acquire(self):
+        path = os.path.abspath(self.folder)
+        while not os.path.exists(path):
+            if os.path.islink(path):
+                raise UserError(f"{path} is a symbolic link to nothing ({os.readlink(path)}): remove "
+                                "the link or create its target, or change --result_dir")
+            path = os.path.dirname(path)
         try:
             path = os.path.abspath(self.folder)
             while not os.path.exists(path):
@@ -258,7 +158,7 @@ class RunLock:
 
     def release(self):
         """Unlock; remove the lock file and folder acquire() created if nothing else is there."""
-        if RunFolder(self.folder).contents() == []:
+        if os.path.isdir(self.folder) and set(os.listdir(self.folder)) <= {LOCK_FILE}:
             try:
                 if self.created_file:
                     os.remove(self.path)
@@ -291,23 +191,24 @@ def claim_run_folder(path, if_exists, retry_diverged=False):
     lock = RunLock(path).acquire()
     try:
         folder = RunFolder(path)
+        left = remove_leftovers(path)  # temporary files of a writer killed mid-write
+        if left:
+            warn(f"removed {len(left)} temporary file(s) a killed process left in {path}")
         yield folder, decide(folder, if_exists, retry_diverged)
     finally:
         lock.release()
 
 
-# The files a run writes; any of them that exists but is not a regular file (a folder, a
-# device) is damage that neither a resume nor a refusal message can work around.
-RESULT_FILES = ("config.json", "noisy_labels.npy", "noise.json", "metrics.csv", "summary.json",
-                "last.pt", "best.pt", "train_probs.npy", "val_index.npy")
-
-
 def decide(folder, if_exists, retry_diverged):
-    if not folder.contents():
+    """The action for what the folder holds (see claim_run_folder). A run file that exists
+    but is not a regular file (a folder, a device, a link) is damage that neither a resume
+    nor a refusal message can work around."""
+    if not run_entries(folder.path):
         return "start"
     if if_exists == "overwrite":
         return "overwrite"
-    damaged = [n for n in RESULT_FILES if os.path.lexists(folder.file(n)) and not os.path.isfile(folder.file(n))]
+    damaged = [n for n in RESULT_FILES if os.path.lexists(folder.file(n))
+               and (os.path.islink(folder.file(n)) or not os.path.isfile(folder.file(n)))]
     if damaged:
         raise UserError(f"{folder.path}: {', '.join(damaged)} is not a regular file: the run folder is "
                         f"damaged; {RESTART}")

@@ -1,70 +1,18 @@
-"""What differs between methods: the loss on a batch, and a few hooks.
+"""Stochastic label noise with its momentum model and label correction (Chen et al., ICLR 2021).
 
-The engine (utils/engine.py) runs one training loop for every method. A method
-computes the batch loss from the logits, the batch's noisy labels and its sample
-indices, and may act at the start of an epoch, after an optimiser step, and add
-models to evaluate. Its state goes into the checkpoint, so a resumed run goes on
-exactly where it stopped.
+SLN trains on onehot(y) + sigma * N(0, 1) (loss.sln_targets); SLN-MO evaluates a momentum
+(EMA) copy of the network; SLN-MO-LC corrects the labels from it after --correction epochs.
+noise_cifar_train.py and noise_clothing1m_train.py are this method with the release's
+protocols.
 """
 import copy
 
 import torch
 
-from loss import corrected_targets, gls_loss, sln_targets, soft_cross_entropy
-
-
-class Method:
-    """The no-op hooks; subclasses override what they need."""
-
-    tag = "method"
-
-    def setup(self, ctx):
-        """Called once, before training, with the engine's TrainContext."""
-
-    def start_epoch(self, epoch, ctx):
-        """Called at the start of every epoch (0-based)."""
-
-    def loss(self, logits, labels, indices):
-        raise NotImplementedError
-
-    def after_step(self, model):
-        """Called after every optimiser step."""
-
-    def eval_models(self):
-        """Extra models to evaluate every epoch: {name: model}; columns get a _name suffix."""
-        return {}
-
-    def divergence_hint(self):
-        """What to try when this method's loss diverged ("" when nothing specific applies)."""
-        return ""
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-
-class GLS(Method):
-    """wa * CE + wb * GLS(smooth_rate) on the noisy labels (loss.gls_loss)."""
-
-    def __init__(self, smooth_rate, wa=0.0, wb=1.0):
-        self.smooth_rate, self.wa, self.wb = smooth_rate, wa, wb
-        if wb == 0:
-            self.tag = "ce"
-        elif wa == 0:
-            self.tag = f"r{smooth_rate:g}"
-        else:
-            self.tag = f"wa{wa:g}-wb{wb:g}-r{smooth_rate:g}"
-
-    def loss(self, logits, labels, indices):
-        return gls_loss(logits, labels, self.smooth_rate, self.wa, self.wb)
-
-    def divergence_hint(self):
-        if self.smooth_rate < 0 and self.wb > 0:
-            return ("Negative smoothing is unbounded below and can diverge from scratch: start "
-                    "from the CE warm-up (main_GLS_load.py), or use a milder smooth rate or a lower --lr.")
-        return ""
+from core.args import finite_float, integer
+from errors import UserError
+from loss import corrected_targets, sln_targets, soft_cross_entropy
+from methods import Method
 
 
 class SLN(Method):
@@ -90,10 +38,14 @@ class SLN(Method):
     Tags: ce (sigma 0, nothing else), sln-sigma0.5, slnmo-sigma0.5, slnmolc-sigma0.5-c250,
     slnlc-sigma0.5-c250 (correction from the model itself).
     """
+    name = "sln"
+    summary = "stochastic label noise (sigma), its momentum model (SLN-MO) and label correction (-LC)"
+    knobs = {"sigma": 0.0}
 
     def __init__(self, sigma, ema_decay=0.999, correction=-1, n_epoch=None, soft=False,
                  carry_targets=True, correction_aug=True):
         self.sigma, self.ema_decay, self.soft = float(sigma), ema_decay, soft
+        self.sigma0 = self.sigma  # the flag's value; sigma becomes 0 once correction starts
         self.carry_targets, self.correction_aug = carry_targets, correction_aug
         self.correction = correction if n_epoch is not None and 1 <= correction < n_epoch else None
         self.ema = None
@@ -103,34 +55,72 @@ class SLN(Method):
         self.tag = f"{name}-sigma{sigma:g}" + (f"-c{correction}" if corrects else "")
         if name == "sln" and sigma == 0:
             self.tag = "ce"
+        self.variant = {"sln": "SLN", "slnmo": "SLN-MO", "slnmolc": "SLN-MO-LC", "slnlc": "SLN-LC"}[name]
 
-    def setup(self, ctx):
+    @classmethod
+    def add_flags(cls, g, d):
+        g.add_argument("--sigma", type=finite_float, default=d.get("sigma", 0.5),
+                       help="std of the stochastic label noise (0: none)")
+        g.add_argument("--correction", type=integer, default=d.get("correction", -1),
+                       help="label correction after this many epochs; -1 or any value outside "
+                            "1..epochs-1: never")
+        g.add_argument("--ema_decay", type=finite_float, default=d.get("ema_decay", 0.999),
+                       help="decay of the momentum model (SLN-MO); 0: no momentum model (plain SLN)")
+        g.add_argument("--correction_aug", choices=["on", "off"], default=None,
+                       help="label correction predicts on augmented training images (on: the "
+                            "default, as released) or on the images themselves (off)")
+
+    @classmethod
+    def check_flags(cls, cfg):
+        if cfg.sigma < 0:
+            raise UserError(f"--sigma {cfg.sigma} must be >= 0")
+        if not 0.0 <= cfg.ema_decay < 1.0:
+            raise UserError(f"--ema_decay {cfg.ema_decay} is outside [0, 1); 0 means no momentum model")
+        if cfg.correction_aug == "on":  # the default, as released: one name for one run
+            cfg.correction_aug = None
+
+    @classmethod
+    def from_config(cls, cfg, soft=False, carry_targets=True):
+        return cls(cfg.sigma, cfg.ema_decay, cfg.correction, cfg.n_epoch, soft=soft,
+                   carry_targets=carry_targets, correction_aug=cfg.correction_aug != "off")
+
+    @property
+    def label(self):
+        return f"{self.variant} sigma={self.sigma0:g}" + (f" c{self.correction}" if self.correction else "")
+
+    def knob_values(self):
+        return {"sigma": self.sigma0}
+
+    def is_ce(self):
+        return self.sigma0 == 0 and self.correction is None
+
+    def setup(self, run):
         if self.ema_decay > 0:
             # Both models start identical; the momentum model is never trained, only averaged.
-            self.ema = copy.deepcopy(ctx.model).eval().requires_grad_(False)
+            self.ema = copy.deepcopy(run.model).eval().requires_grad_(False)
             # state_dict() tensors share storage with the live modules, so these pairs stay
             # valid for the whole run (loading a state dict copies into them in place).
-            pairs = list(zip(self.ema.state_dict().values(), ctx.model.state_dict().values()))
+            pairs = list(zip(self.ema.state_dict().values(), run.model.state_dict().values()))
             self._ema_floats = [e for e, m in pairs if e.is_floating_point()]
             self._model_floats = [m for e, m in pairs if e.is_floating_point()]
             self._counters = [(e, m) for e, m in pairs if not e.is_floating_point()]
 
-    def start_epoch(self, epoch, ctx):
+    def start_epoch(self, epoch, run):
         if self.correction is not None and epoch >= self.correction:
             self.sigma = 0.0
-            self.targets = self.correct_labels(ctx)
+            self.targets = self.correct_labels(run)
 
     @torch.no_grad()
-    def correct_labels(self, ctx):
+    def correct_labels(self, run):
         """Targets from the momentum model's logits on the training set. The loss min-max
         runs over the samples the loader yields: every one on CIFAR, the epoch's subset on
         Clothing1M (data/clothing1m.py); the others keep their one-hot label until predicted."""
-        logits, seen = ctx.predict(self.ema if self.ema is not None else ctx.model,
+        logits, seen = run.predict(self.ema if self.ema is not None else run.model,
                                    augment=self.correction_aug)
-        noisy_onehot = torch.nn.functional.one_hot(ctx.noisy_labels, ctx.num_classes).float()
+        noisy_onehot = torch.nn.functional.one_hot(run.noisy_labels, run.num_classes).float()
         current = self.targets if self.carry_targets and self.targets is not None else noisy_onehot
         targets = noisy_onehot
-        targets[seen] = corrected_targets(logits[seen], ctx.noisy_labels[seen], current[seen], self.soft)
+        targets[seen] = corrected_targets(logits[seen], run.noisy_labels[seen], current[seen], self.soft)
         return targets
 
     def loss(self, logits, labels, indices):

@@ -1,0 +1,120 @@
+"""Command-line plumbing shared by every script: the parser, number types, the entry point.
+
+Light on purpose (no torch): a script imports this first, and everything heavy inside
+main(), so that a Ctrl-C while torch loads ends like any other (exit 130, no traceback).
+"""
+import argparse
+import difflib
+import errno
+import re
+import sys
+
+from errors import UserError
+
+SEED_RANGE = 2 ** 32  # numpy's RandomState takes seeds in [0, 2^32)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The script's docstring as written, and every flag's default in --help."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with three changes:
+    - any negative number is a value, not an option (argparse takes only -2 and -2.0, so
+      --smooth_rate -2. or -1e0 ended with "expected one argument");
+    - an unknown flag is one line naming it, with "did you mean" and `flag_owner`'s word
+      on where it belongs, instead of the whole usage;
+    - errors end with exit status 2 and a pointer to --help, without the usage block.
+    """
+
+    def __init__(self, *args, flag_owner=None, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # --seed must never be read as --seeds
+        super().__init__(*args, **kwargs)
+        self.flag_owner = flag_owner  # flag -> "a flag of method gls" (or None)
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+    def option_names(self):
+        return sorted(s for a in self._actions for s in a.option_strings if s.startswith("--"))
+
+    def parse_args(self, args=None, namespace=None):
+        cfg, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self.error(self.unknown_message(extra))
+        return cfg
+
+    def unknown_message(self, extra):
+        flag = next((w for w in extra if w.startswith("-")), extra[0])
+        name = flag.split("=", 1)[0]
+        if not name.startswith("-"):
+            return f"unexpected value {flag!r}: values follow their flag (--flag VALUE)"
+        owner = self.flag_owner(name) if self.flag_owner else None
+        if owner:
+            return f"{name} is {owner}"
+        close = difflib.get_close_matches(name, self.option_names(), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        return f"unknown flag {name}{hint}"
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n({self.prog} --help lists every flag with its default)\n")
+
+
+def finite_float(text):
+    """argparse type: a float that is neither nan nor infinite."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: pass one such as 0.1 or -2") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number: pass one such as 0.1 or -2")
+    return value + 0.0  # -0.0 is 0.0: one setting, one run folder
+
+
+def integer(text):
+    """argparse type: an int, refused with the fix (argparse says only "invalid int value")."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer: pass one such as 10") from None
+
+
+def check_device(name):
+    """auto, cpu, cuda or cuda:N; CUDA ones need a visible device (checked when the run starts)."""
+    head, _, index = name.partition(":")
+    if not (name in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit())):
+        raise UserError(f"--device {name!r} is not a device of this code; use auto, cpu, cuda or cuda:N")
+
+
+# Errors of the file system, not of the code: a message is clearer than a traceback.
+DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some of your quota",
+               errno.EROFS: "use a writable --result_dir", errno.ENAMETOOLONG: "use a shorter --result_dir"}
+
+
+def run_main(main):
+    """Run a script's main() and exit with its status. Bad input: its message, exit 2. A full
+    disk or quota: its message, exit 1 (every file is written atomically, so the run folder
+    keeps its last complete state, and the same command with --if_exists auto continues).
+    Ctrl-C before training starts: exit 130 without a traceback (a run that trains handles
+    its signals itself, saves and exits 130 too)."""
+    try:
+        code = main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C) before training started; nothing was written", file=sys.stderr)
+        code = 130
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror}{where}: {DISK_ERRORS[exc.errno]}, then rerun the same command "
+              "with --if_exists auto (the last complete checkpoint was kept)", file=sys.stderr)
+        code = 1
+    sys.exit(code)

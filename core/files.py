@@ -1,0 +1,190 @@
+"""Files of the results contract, every one written atomically.
+
+A write goes to a temporary file beside its target (a short name, so that a long target
+name never exceeds the system's limit), is flushed to disk and renamed over the target:
+a crash or a full disk leaves the old file or the new one, never half of one. A
+temporary file left by a killed process (kill -9 between write and rename) is removed by
+the next process that takes the run folder's lock (remove_leftovers).
+"""
+import csv
+import io
+import json
+import os
+import re
+import stat
+import sys
+
+import numpy as np
+import torch
+
+from errors import UserError
+
+# The way on from a damaged run folder, or one that does not belong to the flags given.
+RESTART = "start the run again with --if_exists overwrite"
+TMP_PATTERN = re.compile(r"^\.tmp\d+-")
+MAX_JSON_BYTES = 64 * 2 ** 20  # a summary or config is a few kB; anything this large is not ours
+
+
+def warn(message):
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def temporary_name(path):
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".tmp{os.getpid()}-{name[:80]}")
+
+
+def atomic_write_bytes(path, data):
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path, text):
+    """Text as UTF-8; file names that are not valid UTF-8 (read with os.fsdecode) keep their bytes."""
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
+
+
+def atomic_savefig(path, fig, **kwargs):
+    """A matplotlib figure, written atomically like every other output."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png", **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def remove_leftovers(folder):
+    """Delete the temporary files that killed writers left in `folder`; returns their names."""
+    try:
+        names = [n for n in os.listdir(folder) if TMP_PATTERN.match(n)]
+    except OSError:
+        return []
+    for name in names:
+        try:
+            os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
+    return names
+
+
+def write_csv(path, rows, columns):
+    """Rows (dicts) as CSV with these columns, atomically: keys outside `columns` are left
+    out; missing keys and None are written as empty fields."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_json_file(path):
+    """A JSON object from `path`, or None with what is wrong: (obj, None) or (None, "is
+    missing" / "is not a regular file" / "is not readable JSON (...)" / "holds a JSON list,
+    not an object"). A FIFO or device is never opened (it could block forever)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None, "is missing"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return None, "is not a regular file"
+    if st.st_size > MAX_JSON_BYTES:
+        return None, f"is not readable JSON (it is {st.st_size} bytes, far too large)"
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror})"
+    except RecursionError:
+        return None, "is not readable JSON (nested too deeply)"
+    except ValueError as exc:  # JSONDecodeError, and bytes that are not UTF-8
+        return None, f"is not readable JSON ({exc.__class__.__name__})"
+    if not isinstance(obj, dict):
+        return None, f"holds a JSON {type(obj).__name__}, not an object"
+    return obj, None
+
+
+def load_checkpoint(path, map_location="cpu", fix="pass a checkpoint written by this project"):
+    """Our checkpoints hold tensors and plain Python values only: weights_only loading works.
+    A missing or unreadable file is a UserError ending with `fix`, the caller's way on."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist: {fix}") from None
+    except Exception as exc:
+        raise UserError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); it is damaged or "
+                        f"not one of this project's checkpoints: {fix}") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"checkpoint {path} holds a {type(ckpt).__name__}, not one of this "
+                        f"project's checkpoints: {fix}")
+    return ckpt
+
+
+class RunFolder:
+    """A run folder's files: atomic writes, and reads that fail with the way on."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def has(self, name):
+        return os.path.exists(self.file(name))
+
+    def write_json(self, name, obj):
+        atomic_write_text(self.file(name), json.dumps(obj, indent=2) + "\n")
+
+    def read_json(self, name):
+        """The JSON object in `name`; a damaged or missing file is a UserError naming it."""
+        obj, problem = read_json_file(self.file(name))
+        if obj is None:
+            raise UserError(f"{self.file(name)} {problem}: the run folder is damaged; {RESTART}")
+        return obj
+
+    def write_csv(self, name, rows, columns):
+        write_csv(self.file(name), rows, columns)
+
+    def save_npy(self, name, array):
+        buf = io.BytesIO()
+        np.save(buf, array)
+        atomic_write_bytes(self.file(name), buf.getvalue())
+
+    def load_npy(self, name):
+        try:
+            return np.load(self.file(name), allow_pickle=False)
+        except FileNotFoundError:
+            raise UserError(f"{self.file(name)} is missing: the run folder is damaged; {RESTART}") from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{self.file(name)} cannot be read ({exc}): the run folder is damaged; "
+                            f"{RESTART}") from None
+
+    def save_checkpoint(self, name, state):
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.file(name), buf.getvalue())
+
+    def load_checkpoint(self, name, map_location="cpu"):
+        return load_checkpoint(self.file(name), map_location, fix=RESTART)
+
+    def read_json_or_none(self, name):
+        """The JSON object in `name`, or None when it is missing or unreadable."""
+        return read_json_file(self.file(name))[0]
+
+    def summary(self):
+        return self.read_json_or_none("summary.json")
+
+    def status(self):
+        """'finished', 'diverged', 'interrupted', 'running' (or crashed), 'failed', or None
+        when there is no readable summary."""
+        summary = self.summary()
+        return None if summary is None else summary.get("status")
