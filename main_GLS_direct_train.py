@@ -12,7 +12,11 @@ changing at 1/2 and 3/4 of training, SGD momentum 0.9 Nesterov, weight decay
 Negative rates from scratch may diverge (the loss is unbounded below) or collapse to
 near-chance accuracy; the paper trains NLS after the CE warm-up (main_GLS_load.py).
 """
-from core.args import run_main
+if __name__ == "__main__":  # Ctrl-C while Python starts: end at once, quietly
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+from core.args import run_main  # noqa: E402
 
 DEFAULTS = dict(n_epoch=200, lr=0.1, lr_milestones=[0.5, 0.75], momentum=0.9, nesterov=True,
                 weight_decay=1e-4, batch_size=128, test_batch_size=64, wa=0.0, wb=1.0, smooth_rate=0.1,

@@ -14,9 +14,13 @@ wa=0, wb=1, smooth rate 0.1.
 
     python3 main_GLS_load.py --noise_type symmetric --noise_rate 0.2 --smooth_rate -2.0
 """
-import os
+if __name__ == "__main__":  # Ctrl-C while Python starts: end at once, quietly
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-from core.args import run_main
+import os  # noqa: E402
+
+from core.args import run_main  # noqa: E402
 
 DEFAULTS = dict(n_epoch=100, lr=1e-6, lr_milestones=[], momentum=0.9, nesterov=True,
                 weight_decay=1e-4, batch_size=128, test_batch_size=64, wa=0.0, wb=1.0, smooth_rate=0.1,

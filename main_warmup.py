@@ -11,7 +11,11 @@ release's generator, noise seed 0; the checkpoint of the best test accuracy is k
 
     python3 main_warmup.py --noise_type symmetric --noise_rate 0.2
 """
-from core.args import run_main
+if __name__ == "__main__":  # Ctrl-C while Python starts: end at once, quietly
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+from core.args import run_main  # noqa: E402
 
 DEFAULTS = dict(n_epoch=120, lr=0.1, lr_milestones=[1 / 3, 2 / 3], momentum=0.0, nesterov=False,
                 weight_decay=0.0, batch_size=128, test_batch_size=64, wa=1.0, wb=0.0, smooth_rate=0.0,

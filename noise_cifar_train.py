@@ -21,7 +21,11 @@ dependent 0.1.
 Variants: SLN-MO-LC (the default), SLN-MO (--correction -1), SLN (--correction -1
 --ema_decay 0), CE (--sigma 0 --correction -1 --ema_decay 0).
 """
-from core.args import run_main
+if __name__ == "__main__":  # Ctrl-C while Python starts: end at once, quietly
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+from core.args import run_main  # noqa: E402
 
 DEFAULTS = dict(dataset="cifar10", num_class=10, data_root="./data/CIFAR10", model="wrn28_2",
                 n_epoch=300, lr=0.001, lr_milestones=[], momentum=0.9, nesterov=False,

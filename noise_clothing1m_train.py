@@ -16,7 +16,11 @@ after 5 epochs, SGD momentum 0.9, weight decay 1e-3, batch 32, sigma 0.2, correc
 
     python noise_clothing1m_train.py --sigma 0.2 --correction 1 --datapath ./data/Clothing1M
 """
-from core.args import run_main
+if __name__ == "__main__":  # Ctrl-C while Python starts: end at once, quietly
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+from core.args import run_main  # noqa: E402
 
 DEFAULTS = dict(dataset="clothing1m", num_class=14, data_root="./data/Clothing1M", model="resnet50",
                 n_epoch=10, lr=1e-3, lr_milestones=[0.5], momentum=0.9, nesterov=False,

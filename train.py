@@ -12,7 +12,11 @@ default protocol is the GLS release's from-scratch one (ResNet-34, 200 epochs, l
 labels from the GLS release's generator), so that a method run here is paired by seed with
 main_GLS_direct_train.py's runs of the same settings; every setting is a flag.
 """
-from core.args import run_main
+if __name__ == "__main__":  # Ctrl-C while Python starts: end at once, quietly
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+from core.args import run_main  # noqa: E402
 
 DEFAULTS = dict(n_epoch=200, lr=0.1, lr_milestones=[0.5, 0.75], momentum=0.9, nesterov=True,
                 weight_decay=1e-4, batch_size=128, test_batch_size=64, noise_source="generate")

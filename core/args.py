@@ -101,7 +101,13 @@ def run_main(main):
     disk or quota: its message, exit 1 (every file is written atomically, so the run folder
     keeps its last complete state, and the same command with --if_exists auto continues).
     Ctrl-C before training starts: exit 130 without a traceback (a run that trains handles
-    its signals itself, saves and exits 130 too)."""
+    its signals itself, saves and exits 130 too). The scripts themselves start with SIGINT at
+    its default action, so that a Ctrl-C during their imports and flag parsing, where nothing
+    has been written, ends the process at once; the engine takes SIGINT over before it
+    claims a run folder (utils/engine.py)."""
+    for stream in (sys.stdout, sys.stderr):  # paths with bytes that are not UTF-8 print as given
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     try:
         code = main()
     except UserError as exc:

@@ -21,7 +21,8 @@ from errors import UserError
 
 # The way on from a damaged run folder, or one that does not belong to the flags given.
 RESTART = "start the run again with --if_exists overwrite"
-TMP_PATTERN = re.compile(r"^\.tmp\d+-")
+# A writer's temporary files: ".tmp<pid>-<name>", and "<name>.tmp<pid>" of earlier versions.
+TMP_PATTERN = re.compile(r"^\.tmp\d+-|\.tmp\d+$")
 MAX_JSON_BYTES = 64 * 2 ** 20  # a summary or config is a few kB; anything this large is not ours
 
 
@@ -63,7 +64,7 @@ def atomic_savefig(path, fig, **kwargs):
 def remove_leftovers(folder):
     """Delete the temporary files that killed writers left in `folder`; returns their names."""
     try:
-        names = [n for n in os.listdir(folder) if TMP_PATTERN.match(n)]
+        names = [n for n in os.listdir(folder) if TMP_PATTERN.search(n)]
     except OSError:
         return []
     for name in names:

@@ -82,7 +82,7 @@ def download_cifar(name, root):
         raise UserError(_missing_message(name, root, f"download failed: {exc}")) from None
 
 
-def _read_batch(path, label_key):
+def _read_batch(path, label_key, num_classes):
     try:
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")
@@ -101,6 +101,11 @@ def _read_batch(path, label_key):
         raise UserError(f"{path}: expected uint8 data of shape (N, 3072), N > 0, and N integer "
                         f"labels, got {data.dtype} {data.shape} and labels {labels.dtype} {labels.shape}; "
                         "extract the archive again")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        raise UserError(f"{path}: key {label_key!r}, row {bad[0]} holds {labels[bad[0]]}, outside "
+                        f"0..{num_classes - 1} ({len(bad)} such): not a batch of this data set; point "
+                        "--data_root/--datapath at its folder or extract its archive again")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
@@ -121,13 +126,9 @@ def load_cifar(name, root, download=True):
                         "incomplete; delete it and extract the archive again")
     parts = {}
     for split in ("train", "test"):
-        batches = [_read_batch(os.path.join(folder, f), spec["label_key"]) for f in spec[split]]
-        images = np.concatenate([b[0] for b in batches])
-        labels = np.concatenate([b[1] for b in batches])
-        if labels.min() < 0 or labels.max() >= spec["num_classes"]:
-            raise UserError(f"{folder}: {split} labels outside 0..{spec['num_classes'] - 1}: not {name}; "
-                            f"point --data_root/--datapath at {name}'s folder or extract its archive again")
-        parts[split] = (images, labels)
+        batches = [_read_batch(os.path.join(folder, f), spec["label_key"], spec["num_classes"])
+                   for f in spec[split]]
+        parts[split] = (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
     return (*parts["train"], *parts["test"])
 
 

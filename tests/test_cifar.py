@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli, write_fake_cifar
 from data import load_dataset
 from data.download import no_downloads
-from data.cifar import load_cifar
+from data.cifar import SPECS, load_cifar
 from errors import UserError
 
 
@@ -94,3 +94,27 @@ def test_cifar_trains_end_to_end(tmp_path):
                   "--result_dir", tmp_path / "results", "--smooth_rate", "-1")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1].startswith("results: ")
+
+
+@pytest.mark.parametrize("name,value", [("cifar10", 10), ("cifar10", -1), ("cifar100", 100)])
+def test_a_label_out_of_range_names_file_key_row_and_value(tmp_path, name, value):
+    write_fake_cifar(tmp_path, name, n_train=30, n_test=10)
+    folder, label_key = (("cifar-10-batches-py", "labels") if name == "cifar10"
+                         else ("cifar-100-python", "fine_labels"))
+    batch = tmp_path / folder / ("data_batch_2" if name == "cifar10" else "train")
+    with open(batch, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    entry[label_key][3] = value
+    with open(batch, "wb") as f:
+        pickle.dump(entry, f, protocol=2)
+    with pytest.raises(UserError, match=rf"{batch}: key '{label_key}', row 3 holds {value}, outside 0\.\."):
+        load_cifar(name, str(tmp_path), download=False)
+
+
+def test_an_archive_with_a_bad_md5_is_named_as_such(tmp_path):
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not the released archive")
+    with pytest.raises(UserError) as err:
+        load_cifar("cifar10", str(tmp_path))
+    message = str(err.value)
+    assert "cifar-10-python.tar.gz is present but fails its md5 check" in message
+    assert SPECS["cifar10"]["md5"] in message and "download failed" not in message

@@ -200,3 +200,23 @@ def test_fake_cifar10_trains_end_to_end_on_worst_labels(tmp_path):
     assert summary["actual_noise_rate"] == pytest.approx(0.40208)
     T = np.array(read_json(os.path.join(run, "noise.json"))["transition_matrix"])
     assert np.allclose(T, transition_matrix(clean, worse, 10))
+
+
+# ---------------------------------------------------------------- every label in range
+
+@pytest.mark.parametrize("key,value,noise_type", [
+    ("worse_label", 10, "worst"), ("worse_label", -1, "worst"), ("clean_label", 10, "aggre"),
+    ("worse_label", -1, "worst_twin"), ("aggre_label", 255, "aggre_twin")])
+def test_a_label_out_of_range_names_file_key_row_and_value_before_anything_is_written(
+        tmp_path, key, value, noise_type):
+    root, results = tmp_path / "data", tmp_path / "results"
+    _, clean = write_fake_cifar(str(root), "cifar10", n_train=40, n_test=10)
+    arrays = {k: np.array(clean) for k in ("clean_label", "aggre_label", "worse_label")}
+    arrays[key][17] = value
+    path = write_label_file(root / "CIFAR-10_human.pt", **arrays)
+    with pytest.raises(UserError) as err:
+        run_in_process("main_warmup", ["--dataset", "cifar10", "--data_root", str(root), "--noise_type",
+                                       noise_type, "--model", "resnet18", "--width", "4", "--n_epoch", "1",
+                                       "--device", "cpu", "--result_dir", str(results)])
+    assert f"{path}: key {key}, index 17 holds {value}, outside 0..9" in str(err.value)
+    assert not results.exists()

@@ -101,9 +101,10 @@ def test_bad_list_lines_name_file_and_line(tmp_path):
     path.write_text("images/0/00/a.jpg 3\nimages/0/00/b.jpg\n")
     with pytest.raises(UserError, match=r"clean_val.txt:2: .* is not `image_path label`"):
         read_image_list(str(path))
-    path.write_text("images/0/00/a.jpg 14\n")
-    with pytest.raises(UserError, match=r"clean_val.txt:1: label 14 is outside 0..13"):
-        read_image_list(str(path))
+    for value in (14, -1, 99):
+        path.write_text(f"images/0/00/a.jpg 3\nimages/0/00/b.jpg {value}\n")
+        with pytest.raises(UserError, match=rf"clean_val.txt:2: label {value} is outside 0..13"):
+            read_image_list(str(path))
 
 
 def test_a_key_without_label_is_an_error(tmp_path):

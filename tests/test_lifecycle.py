@@ -227,3 +227,152 @@ def test_a_damaged_warmup_folder_is_skipped_with_a_warning(warmup, capsys):
     assert run_in_process("main_GLS_load", load) == 0
     err = capsys.readouterr().err
     assert f"skipping the warm-up folder {stray}: its config.json is not readable JSON" in err
+
+
+def test_a_finished_load_run_needs_nothing_but_itself(warmup, capsys):
+    """--if_exists auto on a finished main_GLS_load.py run whose warm-up has moved away: the
+    run is reported finished; the warm-up is looked for only when a run has to train."""
+    argv, warm = warmup
+    load = argv + ["--n_epoch", "1", "--smooth_rate", "-0.4"]
+    assert run_in_process("main_GLS_load", load) == 0
+    folder = folder_of(capsys)
+    shutil.move(os.path.dirname(warm), os.path.dirname(warm) + "-moved")
+    before = digests(folder)
+    assert run_in_process("main_GLS_load", load + ["--if_exists", "auto"]) == 0
+    assert "already finished" in capsys.readouterr().out and digests(folder) == before
+    with pytest.raises(UserError, match="no finished warm-up"):  # a run that has to train needs it
+        run_in_process("main_GLS_load", load + ["--if_exists", "overwrite"])
+
+
+# ---------------------------------------------------------------- what a run may delete and leave
+
+@pytest.mark.parametrize("spelling", [["--overwrite"], ["--if_exists", "overwrite"],
+                                      ["--if_exists", "auto", "--retry_diverged"]])
+def test_an_overwrite_removes_only_the_files_the_run_wrote(finished, tmp_path, capsys, spelling):
+    """A run trained with --result_dir inside another run's folder, a user's notes and a link:
+    none of them is deleted when the outer run is started again."""
+    argv, folder = finished
+    inner = os.path.join(folder, "nested")
+    assert run_in_process("main_warmup", TINY + ["--n_epoch", "1", "--result_dir", inner]) == 0
+    inner_run = folder_of(capsys)
+    with open(os.path.join(folder, "notes.md"), "w") as f:
+        f.write("mine")
+    os.symlink(str(tmp_path), os.path.join(folder, "a_link"))
+    inner_before = digests(inner_run)
+    if spelling[-1] == "--retry_diverged":  # make the outer run a diverged one
+        summary = read_json(os.path.join(folder, "summary.json"))
+        summary["status"] = "diverged"
+        with open(os.path.join(folder, "summary.json"), "w") as f:
+            f.write(__import__("json").dumps(summary))
+    assert run_in_process("main_GLS_direct_train", argv + spelling) == 0
+    assert digests(inner_run) == inner_before
+    assert open(os.path.join(folder, "notes.md")).read() == "mine"
+    assert os.path.islink(os.path.join(folder, "a_link")) and os.path.isdir(tmp_path)
+    assert read_json(os.path.join(folder, "summary.json"))["status"] == "finished"
+
+
+@pytest.mark.parametrize("leftover", [".tmp4242-best.pt", ".tmp17-summary.json", "last.pt.tmp99",
+                                      "config.json.tmp12345"])
+def test_a_killed_writer_leaves_no_debris_after_the_next_lock(finished, capsys, leftover):
+    argv, folder = finished
+    with open(os.path.join(folder, leftover), "wb") as f:
+        f.write(b"half a file")
+    with open(os.path.join(folder, "keep.tmp.txt"), "w") as f:  # not a writer's temporary file
+        f.write("mine")
+    assert run_in_process("main_GLS_direct_train", argv + ["--if_exists", "auto"]) == 0
+    assert not os.path.exists(os.path.join(folder, leftover))
+    assert os.path.exists(os.path.join(folder, "keep.tmp.txt"))
+    assert "removed 1 temporary file(s) a killed process left" in capsys.readouterr().err
+
+
+def test_a_kill_9_mid_write_leaves_nothing_the_next_run_keeps(tmp_path):
+    """kill -9 between a checkpoint's write and its rename: the next process cleans up."""
+    argv = ARGV[:-1] + ["40", "--result_dir", str(tmp_path)]
+    proc = start(argv)
+    folder = None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and folder is None:
+            found = [os.path.join(r, d) for r, ds, _ in os.walk(tmp_path) for d in ds if d.startswith("digits")]
+            folder = found[0] if found and os.path.exists(os.path.join(found[0], "last.pt")) else None
+            time.sleep(0.2)
+        assert folder, "the run never wrote a checkpoint"
+        with open(os.path.join(folder, f".tmp{proc.pid}-last.pt"), "wb") as f:  # as a write cut short
+            f.write(b"partial")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert subprocess.run([sys.executable, os.path.join(ROOT, "main_GLS_direct_train.py"), *argv,
+                           "--n_epoch", "1", "--print_run_dir"], capture_output=True).returncode == 0
+    resumed = subprocess.run([sys.executable, os.path.join(ROOT, "main_GLS_direct_train.py"), *argv,
+                              "--if_exists", "auto"], capture_output=True, text=True, cwd=ROOT,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not [n for n in os.listdir(folder) if ".tmp" in n]
+
+
+# ---------------------------------------------------------------- odd folders and paths
+
+def test_a_run_folder_that_is_a_dangling_link_is_named_as_such(tmp_path, capsys):
+    argv = ARGV + ["--result_dir", str(tmp_path)]
+    assert run_in_process("main_GLS_direct_train", argv + ["--print_run_dir"]) == 0
+    folder = last_line(capsys)
+    os.makedirs(os.path.dirname(folder))
+    os.symlink(str(tmp_path / "gone"), folder)
+    with pytest.raises(UserError, match=r"is a symbolic link to nothing .*gone.*remove the link"):
+        run_in_process("main_GLS_direct_train", argv)
+    os.remove(folder)
+    link = tmp_path / "results-link"
+    os.symlink(str(tmp_path / "nowhere"), link)
+    with pytest.raises(UserError, match="--result_dir .* is a symbolic link to nothing"):
+        run_in_process("main_GLS_direct_train", ARGV + ["--result_dir", str(link)])
+
+
+@pytest.mark.parametrize("name", ["with\nnewline", "with\rreturn", "x" * 256, "é" * 128])
+def test_result_dirs_the_run_cannot_use_are_refused_up_front(tmp_path, name):
+    target = tmp_path / name
+    with pytest.raises(UserError, match="--result_dir"):
+        run_in_process("main_GLS_direct_train", ARGV + ["--result_dir", str(target)])
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_result_dir_with_bytes_that_are_not_utf8_works_end_to_end(tmp_path):
+    results = os.path.join(os.fsencode(str(tmp_path)), b"r\xff\xfesults")
+    proc = subprocess.run([os.fsencode(sys.executable), os.fsencode(os.path.join(ROOT, "main_warmup.py")),
+                           *[os.fsencode(a) for a in ARGV], b"--n_epoch", b"1", b"--result_dir", results],
+                          capture_output=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert b"Traceback" not in proc.stderr and results in proc.stdout
+    (run,) = os.listdir(os.path.join(results, b"main_warmup"))
+    summary = read_json(os.path.join(results, b"main_warmup", run, b"summary.json"))
+    assert summary["status"] == "finished"
+
+
+@pytest.mark.parametrize("depth", [10_000, 100_000])
+def test_deeply_nested_json_in_a_run_folder_is_no_traceback(finished, depth):
+    """A config.json nested too deeply is a damaged folder (a clear error, nothing changed); a
+    summary.json so damaged is written anew from last.pt, which holds the whole history."""
+    argv, folder = finished
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        f.write("[" * depth + "]" * depth)
+    before = digests(folder)
+    with pytest.raises(UserError, match="config.json is not readable JSON \\(nested too deeply\\)"):
+        run_in_process("main_GLS_direct_train", argv + ["--if_exists", "auto"])
+    assert digests(folder) == before
+    assert run_in_process("main_GLS_direct_train", argv + ["--overwrite"]) == 0
+    metrics = digests(folder)["metrics.csv"]
+    good = read_json(os.path.join(folder, "summary.json"))
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        f.write("[" * depth + "]" * depth)
+    assert run_in_process("main_GLS_direct_train", argv + ["--if_exists", "auto"]) == 0
+    repaired = read_json(os.path.join(folder, "summary.json"))
+    assert repaired["status"] == "finished" and digests(folder)["metrics.csv"] == metrics
+    assert repaired["last_test_acc"] == good["last_test_acc"]
+
+
+def test_a_summary_that_is_a_fifo_never_hangs_the_run(finished):
+    argv, folder = finished
+    os.remove(os.path.join(folder, "summary.json"))
+    os.mkfifo(os.path.join(folder, "summary.json"))
+    with pytest.raises(UserError, match="summary.json is not a regular file"):
+        run_in_process("main_GLS_direct_train", argv + ["--if_exists", "auto"])

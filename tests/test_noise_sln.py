@@ -271,6 +271,25 @@ def test_instance_noise_is_seeded_instance_dependent_and_near_the_rate():
     assert max(targets) >= 3
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.02, 0.05, 0.1, 0.3])
+def test_instance_noise_near_zero_follows_the_truncated_normal(rate):
+    """At rate 0 no label changes; just above 0 the truncation at 0 lifts the mean flip rate
+    above r: the actual rate follows the mean of N(r, 0.1) truncated to [0, 1]."""
+    from scipy.stats import truncnorm
+
+    data = load_dataset("digits")
+    noisy = make_instance_noise(data.train_images, data.train_labels, rate, 10, data.mean, data.std, 0)
+    actual = np.mean(noisy != data.train_labels)
+    if rate == 0:
+        assert actual == 0.0
+        return
+    expected = truncnorm(-rate / 0.1, (1 - rate) / 0.1, loc=rate, scale=0.1).mean()
+    sd = np.sqrt(expected * (1 - expected) / len(noisy))
+    assert actual == pytest.approx(expected, abs=4 * sd)
+    if rate <= 0.05:
+        assert actual > rate + 0.02  # the lift the README describes
+
+
 # ---------------------------------------------------------------- open-set
 
 def openset_cfg(root, dataset="cifar10", rate=0.3, seed=0):

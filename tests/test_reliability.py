@@ -1,5 +1,5 @@
-"""Issue 7: bad input is a clear error that destroys nothing; divergence and
-interruption end a run cleanly; --resume reproduces an uninterrupted run exactly."""
+"""Bad input is a clear error that destroys nothing; divergence and interruption end a run
+cleanly; --resume reproduces an uninterrupted run exactly; Ctrl-C at any moment ends with 130."""
 import hashlib
 import os
 import signal
@@ -123,6 +123,26 @@ def test_a_loss_beyond_the_bound_stops_the_run_as_diverged(tmp_path, capsys):
     assert summary["epochs_completed"] == 0
 
 
+def test_a_run_that_diverges_at_its_first_step_says_it_has_no_checkpoint(tmp_path, capsys):
+    argv = TINY + ["--n_epoch", "2", "--result_dir", str(tmp_path), "--loss_bound", "0.5"]
+    assert run_in_process("main_GLS_direct_train", argv) == 3
+    out = capsys.readouterr().out
+    assert "No epoch completed, so there is no checkpoint." in out and "is kept" not in out
+    argv = TINY + ["--n_epoch", "3", "--result_dir", str(tmp_path / "late"), "--lr", "1e30", "--loss_bound", "0",
+                   "--print_freq", "1"]
+    assert run_in_process("main_GLS_direct_train", argv) == 3
+    out = capsys.readouterr().out
+    assert "diverged at epoch 1" in out and "No epoch completed" in out
+
+
+@pytest.mark.parametrize("width", ["100000", "2000000"])
+def test_an_absurd_width_names_the_memory_it_needs(tmp_path, width):
+    msg = user_error("main_GLS_direct_train", TINY[:-4] + ["--model", "resnet18", "--width", width,
+                                                           "--device", "cpu", "--result_dir", str(tmp_path)])
+    assert f"--width {width} has" in msg and "GiB for weights, gradients and optimiser state" in msg
+    assert "use a smaller --width" in msg and os.listdir(tmp_path) == []
+
+
 def test_a_non_finite_loss_stops_the_run_as_diverged(tmp_path, capsys):
     # An absurd learning rate overflows the weights after the first step: the loss turns
     # non-finite, which no bound setting (0 disables the bound) lets through.
@@ -223,3 +243,25 @@ def test_sigterm_then_resume_equals_an_uninterrupted_sln_mo_lc_run(tmp_path):
         TINY + ["--epochs", "8", "--noise_mode", "sym", "--noise_rate", "0.4", "--sigma", "0.5",
                 "--correction", "1", "--ema_decay", "0.9", "--lr", "0.01"], tmp_path)
     assert "test_acc_ema" in rows[0]
+
+
+# ---------------------------------------------------------------- Ctrl-C at any moment
+
+@pytest.mark.parametrize("delay", [0.2, 0.5, 1.0, 2.0, 3.5])
+def test_ctrl_c_at_any_moment_of_start_up_ends_with_130_and_no_traceback(tmp_path, delay):
+    """SIGINT while the script imports torch, parses the flags, loads the data or trains: exit
+    130, no traceback; before training nothing is written. (Within the interpreter's own first
+    milliseconds, before the script's first line runs, Python itself reports the interrupt.)"""
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main_GLS_direct_train.py"), *TINY,
+                             "--n_epoch", "30", "--result_dir", str(results)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    # 130 as the shell reports it: exit status 130, or (while Python starts) the signal's own end
+    assert proc.returncode in (130, -signal.SIGINT), (out, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    if "epoch 1/30" not in out:  # stopped before training: nothing was written
+        assert not results.exists() or not any(f for _, _, f in os.walk(results)), (out, err)

@@ -224,11 +224,18 @@ def require(checks):
             raise UserError(message)
 
 
+NAME_MAX = 255  # bytes of one path component on Linux file systems
+
+
 def check_folder_flag(flag, path):
     if not path:
         raise UserError(f"{flag} is empty (an unset shell variable?): pass a folder")
     if "\n" in path or "\r" in path:
         raise UserError(f"{flag} {path!r} holds a line break: pass a folder name without one")
+    long = [p for p in path.split(os.sep) if len(os.fsencode(p)) > NAME_MAX]
+    if long:
+        raise UserError(f"{flag}: the folder name {long[0][:40]!r}... has {len(os.fsencode(long[0]))} bytes, "
+                        f"more than the system's limit of {NAME_MAX}: use a shorter name")
     if os.path.lexists(path) and not os.path.exists(path):
         raise UserError(f"{flag} {path} is a symbolic link to nothing ({os.readlink(path)}): fix or "
                         "remove the link, or pass another folder")

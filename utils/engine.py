@@ -71,8 +71,8 @@ def run(cfg, script, method, init_from=None, comparable=None):
 def keep_result(cfg, script, method, folder, action):
     """--if_exists auto on a finished or diverged run: kept when the same code and data would
     make it again (or with --keep_stale, recorded); a stale one is refused, nothing changed."""
+    saved = folder.read_json("config.json")  # a damaged one is an error naming it
     current = current_made_by(cfg, script, method)
-    saved = folder.read_json_or_none("config.json") or {}
     changes = ident.what_changed(saved.get("made_by"), current) if current else []
     if changes:
         if not cfg.keep_stale:
@@ -110,8 +110,8 @@ def code_paths(cfg, script, method):
 
 
 def stale_message(path, action, changes):
-    what = {"finished": "finished", "diverged": "diverged", "resume": "unfinished"}[action]
-    return (f"{path} holds a {what} run made by other code or data than this command would use now:\n  "
+    what = {"finished": "a finished", "diverged": "a diverged", "resume": "an unfinished"}[action]
+    return (f"{path} holds {what} run made by other code or data than this command would use now:\n  "
             + "\n  ".join(changes)
             + "\nRetrain it with --if_exists overwrite, or keep the old result deliberately with "
               "--if_exists auto --keep_stale (the decision is recorded in its summary.json)")

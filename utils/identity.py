@@ -178,9 +178,10 @@ def what_changed(old, new):
         more = f"; files added or dropped: {', '.join(files[:5])}" if files else ""
         changes.append(f"code: source hash {short(o.get('source_sha1'))} -> {short(n['source_sha1'])}"
                        f"{commits}{more}")
+    data = new.get("data") or {}  # absent when the data could not be loaded to check them
     for key, what in (("data_sha1", "data fingerprint"), ("labels_sha1", "noisy labels")):
-        if key in n and old["data"].get(key) != n[key]:
-            changes.append(f"data: {what} {short(old['data'].get(key))} -> {short(n[key])}")
+        if key in data and old["data"].get(key) != data[key]:
+            changes.append(f"data: {what} {short(old['data'].get(key))} -> {short(data[key])}")
     return changes
 
 
