@@ -233,7 +233,7 @@ def config_problem(config):
     if not isinstance(seed, int) or isinstance(seed, bool):
         return f"has seed {seed!r}, not an integer"
     for key, value in config.items():  # a hand edit: the scripts take finite numbers only
-        if is_number(value) and not math.isfinite(value):
+        if (is_number(value) or key in ("noise_rate", "n_epoch")) and not (value is None or is_finite(value)):
             return f"has {key} {value!r}, not a finite number"
     for key in ("dataset", "noise_type", "model"):
         if config.get(key) is not None and not isinstance(config[key], str):
@@ -327,10 +327,13 @@ def checked_per_class(folder, per_class):
     absent, or (with a warning) malformed."""
     if per_class is None:
         return None
+    if not isinstance(per_class, dict):
+        warn(f"{folder}: summary.json per_class is not an object; left out of the per-class tables")
+        return None
     out = {}
     for which in PER_CLASS_EPOCHS:
-        entry = per_class.get(which) if isinstance(per_class, dict) else None
-        if entry is None and isinstance(per_class, dict):
+        entry = per_class.get(which)
+        if entry is None:
             continue
         checked = per_class_entry(entry)
         if isinstance(checked, str):
@@ -345,8 +348,8 @@ def per_class_entry(entry):
     if not isinstance(entry, dict):
         return "is not an object"
     acc = entry.get("test_acc")
-    if not isinstance(acc, list) or not acc or not all(is_finite(a) for a in acc):
-        return "has no test_acc list of numbers"
+    if not isinstance(acc, list) or not acc or not all(a is None or is_finite(a) for a in acc):
+        return "has no test_acc list of numbers (or null for a class without test images)"
     k = len(acc)
     confusion = entry.get("test_confusion")
     if not (isinstance(confusion, list) and len(confusion) == k
@@ -354,7 +357,8 @@ def per_class_entry(entry):
                     for row in confusion)):
         return f"has no test_confusion of {k} x {k} counts"
     out = {"epoch": entry.get("epoch") if is_number(entry.get("epoch")) else None,
-           "test_acc": np.array(acc, dtype=float), "test_confusion": np.array(confusion, dtype=float)}
+           "test_acc": np.array([math.nan if a is None else a for a in acc], dtype=float),
+           "test_confusion": np.array(confusion, dtype=float)}
     for key in PER_CLASS_RATES + PER_CLASS_COUNTS:
         values = entry.get(key)
         if values is None:
@@ -793,18 +797,20 @@ def per_class_rows(rows, groups):
 
 
 def per_class_table(row, which, entries):
+    """The rows of per_class.csv of one group and epoch; None where a class has no value (no
+    test image, no such training sample) in some seed."""
     acc = np.stack([e["test_acc"] for e in entries])
-    mean = acc.mean(axis=0)
-    std = acc.std(axis=0, ddof=1) if len(entries) > 1 else [None] * acc.shape[1]
-    train = {key: all_seeds_mean(entries, key) for key in PER_CLASS_RATES + PER_CLASS_COUNTS}
+    std = acc.std(axis=0, ddof=1) if len(entries) > 1 else np.full(acc.shape[1], np.nan)
+    means = {"test_acc_mean": acc.mean(axis=0), "test_acc_std": std}
+    for key in PER_CLASS_RATES + PER_CLASS_COUNTS:
+        means[f"{key[len('train_'):]}_mean"] = all_seeds_mean(entries, key)
     epochs = " ".join(str(e["epoch"]) for e in entries if e["epoch"] is not None)
     table = []
     for k in range(acc.shape[1]):
         line = {"group": row["group"], "script": row["script"], "label": row["label"], "epoch": which,
-                "epochs": epochs, "n_seeds": len(entries), "class": k,
-                "test_acc_mean": float(mean[k]), "test_acc_std": None if std[k] is None else float(std[k])}
-        for key, values in train.items():
-            line[f"{key[len('train_'):]}_mean"] = None if values is None or math.isnan(values[k]) else float(values[k])
+                "epochs": epochs, "n_seeds": len(entries), "class": k}
+        for name, values in means.items():
+            line[name] = None if values is None or math.isnan(values[k]) else float(values[k])
         table.append(line)
     return table
 
@@ -1036,32 +1042,32 @@ def paired_markdown(paired):
 
 
 def per_class_markdown(per_class, max_classes=20):
-    """Per group: class, test accuracy at the best and last epoch, fit_clean and mem_noisy
-    at the last epoch (over 20 classes: the 10 lowest last accuracies)."""
+    """Per group: class, test accuracy at the best and the last epoch, fit_clean and
+    mem_noisy at the last epoch (over 20 classes: the 10 of lowest last accuracy)."""
     tables = {}
     for line in per_class:
-        tables.setdefault(line["group"], {}).setdefault(line["epoch"], []).append(line)
+        tables.setdefault(line["group"], {}).setdefault(line["epoch"], {})[line["class"]] = line
     parts = []
     for gid, by_epoch in tables.items():
-        last = by_epoch.get("last") or by_epoch.get("best")
-        best = {line["class"]: line for line in by_epoch.get("best", [])}
-        lines = sorted(last, key=lambda x: x["class"])
-        shown = lines
-        if len(lines) > max_classes:
-            shown = sorted(lines, key=lambda x: x["test_acc_mean"])[:10]
-        first = lines[0]
+        best, last = by_epoch.get("best", {}), by_epoch.get("last", {})
+        first = next(iter((last or best).values()))
+        classes = sorted(set(best) | set(last))
+        shown = classes
+        if len(classes) > max_classes:
+            shown = sorted(classes, key=lambda k: (last.get(k) or best[k])["test_acc_mean"])[:10]
         parts += [f"### {first['label']} ({first['script']}), {first['n_seeds']} seed(s)", "",
-                  f"`{gid}`" + (f": the 10 classes of lowest last accuracy of {len(lines)} (all in "
-                                "per_class.csv)" if shown is not lines else ""), "",
+                  f"`{gid}`" + (f": the 10 classes of lowest last accuracy of {len(classes)} (all in "
+                                "per_class.csv)" if shown is not classes else ""), "",
                   "| class | test acc, best epoch | test acc, last epoch | fit_clean, last | "
-                  "mem_noisy, last | clean / noisy train samples |", "|---|---|---|---|---|---|"]
-        for line in shown:
-            b = best.get(line["class"])
-            counts = ("" if line["n_clean_mean"] is None
-                      else f"{line['n_clean_mean']:.0f} / {line['n_noisy_mean']:.0f}")
-            parts.append(f"| {line['class']} | {fmt_acc(b['test_acc_mean'], b['test_acc_std']) if b else ''} | "
-                         f"{fmt_acc(line['test_acc_mean'], line['test_acc_std']) if line['epoch'] == 'last' else ''} | "
-                         f"{fmt_acc(line['fit_clean_mean'], None)} | {fmt_acc(line['mem_noisy_mean'], None)} | {counts} |")
+                  "mem_noisy, last | clean / noisy train samples, last |", "|---|---|---|---|---|---|"]
+        for k in shown:
+            b, l = best.get(k), last.get(k, {})
+            counts = " / ".join("" if l.get(c) is None else f"{l[c]:.0f}" for c in ("n_clean_mean", "n_noisy_mean"))
+            counts = "" if counts == " / " else counts
+            cells = [str(k), fmt_acc(b["test_acc_mean"], b["test_acc_std"]) if b else "",
+                     fmt_acc(l.get("test_acc_mean"), l.get("test_acc_std")),
+                     fmt_acc(l.get("fit_clean_mean"), None), fmt_acc(l.get("mem_noisy_mean"), None), counts]
+            parts.append("| " + " | ".join(cells) + " |")
         parts.append("")
     return parts
 

@@ -726,7 +726,8 @@ def test_confusion_of_runs_without_per_class_results_is_explained(per_class_resu
 
 
 @pytest.mark.parametrize("change, problem", [
-    ({"test_acc": [50.0, "x", 10.0]}, "per_class.last has no test_acc list of numbers"),
+    ({"test_acc": [50.0, "x", 10.0]}, "per_class.last has no test_acc list of numbers (or null for"),
+    ({"test_acc": [50.0, 10.0]}, "per_class.last has no test_confusion of 2 x 2 counts"),
     ({"test_confusion": [[1, 2], [3, 4]]}, "per_class.last has no test_confusion of 3 x 3 counts"),
     ({"test_confusion": [[1, 2, 3], [4, -5, 6], [7, 8, 9]]}, "per_class.last has no test_confusion of 3 x 3 counts"),
     ({"train_n_noisy": [1, 2]}, "per_class.last has train_n_noisy that is not 3 counts"),
@@ -740,7 +741,7 @@ def test_malformed_per_class_results_are_left_out(per_class_results, tmp_path, c
     write_json(folder / "summary.json", summary)
     out = tmp_path / "out"
     summarize.main([str(root), "--out", str(out)])
-    assert f"{folder}: summary.json {problem}; left out of the per-class tables" in capsys.readouterr().err
+    assert f"{folder}: summary.json {problem}" in capsys.readouterr().err
     table = read_csv(out / "per_class.csv")
     assert {r["n_seeds"] for r in table if r["epoch"] == "last"} == {"2"}
     assert {r["n_seeds"] for r in table if r["epoch"] == "best"} == {"3"}
@@ -1060,3 +1061,59 @@ def test_the_demo_table_reads_the_paired_knob_baselines(tmp_path, capsys):
     assert printed["from scratch: SLN, sigma=0.5"].endswith(cell(SLN[0.5], SLN[0.0], 0))
     assert printed["momentum model of SLN (SLN-MO)"].endswith(cell(SLN[0.5], SLN[0.0], 2))
     assert printed["CE warm-up (60 ep)"].endswith("| 80.3 ± 1.5 | 85.2 ± 1.3 | n/a | n/a |  |")
+
+
+def test_per_class_of_many_classes_shows_the_weakest_in_summary_md(tmp_path):
+    root, out = tmp_path / "results", tmp_path / "out"
+    k = 25
+    confusion = np.diag(np.arange(1, k + 1) * 4) + 1
+    acc = 100.0 * np.diag(confusion) / confusion.sum(axis=1)
+    entry = {"epoch": 3, "test_acc": acc.tolist(), "test_confusion": confusion.tolist()}
+    gls(root, "main_GLS_load", 0.4, 0, (80.0, 85.0), summary=finished((80.0, 85.0), "r0.4",
+                                                                     per_class={"best": entry, "last": entry}))
+    summarized(root, out)
+    assert len(read_csv(out / "per_class.csv")) == 2 * k
+    section = (out / "summary.md").read_text().split("## Per class")[1].split("## Runs")[0]
+    assert f"the 10 classes of lowest last accuracy of {k}" in section
+    shown = [int(line.split(" | ")[0].strip("| ")) for line in section.splitlines()
+             if line.startswith("| ") and not line.startswith("| class")]
+    assert shown == list(np.argsort(acc)[:10])
+    assert f"| 0 | {acc[0]:.2f} | {acc[0]:.2f} |  |  |  |" in section  # no training columns recorded
+
+
+def test_per_class_that_is_not_an_object_is_warned_about(per_class_results, tmp_path, capsys):
+    root, _ = per_class_results
+    folder = root / "main_GLS_load" / "r0.4-seed1"
+    summary = json.loads((folder / "summary.json").read_text())
+    write_json(folder / "summary.json", {**summary, "per_class": [1, 2]})
+    summarized(root, tmp_path / "out")
+    assert (f"{folder}: summary.json per_class is not an object; left out of the per-class tables"
+            in capsys.readouterr().err)
+    assert {r["n_seeds"] for r in read_csv(tmp_path / "out" / "per_class.csv")} == {"2"}
+
+
+def test_a_class_without_test_images_has_no_per_class_accuracy(tmp_path, monkeypatch):
+    """The engine writes null for the accuracy of a class without test images (its confusion
+    row is all 0): no mean, and an empty row in the figure."""
+    root, out = tmp_path / "results", tmp_path / "out"
+    confusions = {0: [[8, 2, 0], [0, 0, 0], [1, 1, 6]], 1: [[9, 1, 0], [0, 0, 0], [0, 2, 6]]}
+    for seed, confusion in confusions.items():
+        acc = [100.0 * row[c] / sum(row) if sum(row) else None for c, row in enumerate(confusion)]
+        entry = {"epoch": 3, "test_acc": acc, "test_confusion": confusion}
+        gls(root, "main_GLS_load", 0.4, seed, (80.0, 85.0),
+            summary=finished((80.0, 85.0), "r0.4", per_class={"best": entry, "last": entry}))
+    images = {}
+    real = summarize.atomic_savefig
+
+    def save(path, fig, **kwargs):
+        images[os.path.basename(path)] = [ax.images[0].get_array() if ax.images else None for ax in fig.axes[:3]]
+        return real(path, fig, **kwargs)
+    monkeypatch.setattr(summarize, "atomic_savefig", save)
+    summarized(root, out, "--confusion", "PLS")
+    lines = {int(r["class"]): r for r in read_csv(out / "per_class.csv") if r["epoch"] == "last"}
+    assert (float(lines[0]["test_acc_mean"]), float(lines[2]["test_acc_mean"])) == (85.0, 75.0)
+    assert lines[1]["test_acc_mean"] == lines[1]["test_acc_std"] == ""
+    (transition, best, last), = [v for k, v in images.items() if k.startswith("confusion_")]
+    assert transition is None  # no noise.json
+    shown = np.ma.filled(np.asarray(last, dtype=float), np.nan) if np.ma.isMaskedArray(last) else np.asarray(last)
+    assert shown[0] == pytest.approx([0.85, 0.15, 0.0]) and np.isnan(shown[1]).all()
