@@ -734,13 +734,15 @@ def ce_baseline(group, groups):
                           + ", ".join(sorted(g.gid for g in matching)))
         return None, "no CE run with the same comparable settings (data set, noise, model, epochs, optimiser)"
     mine = set(finished_by_seed(group.runs))
-    usable.sort(key=lambda g: (g.script != group.script, -len(mine & set(finished_by_seed(g.runs))), g.gid))
+    rank = {g.gid: (g.script != group.script, -len(mine & set(finished_by_seed(g.runs)))) for g in usable}
+    usable.sort(key=lambda g: (rank[g.gid], g.gid))
     chosen, others = usable[0], usable[1:]
-    note = ""
-    if others:
-        why = "same script" if chosen.script == group.script and others[0].script != group.script else "most seeds in common"
-        note = f"{len(usable)} CE groups match; used {chosen.gid} ({why}), not " + ", ".join(g.gid for g in others)
-    return chosen, note
+    if not others:
+        return chosen, ""
+    first, second = rank[chosen.gid], rank[others[0].gid]
+    why = ("same script" if first[0] != second[0] else "most seeds in common" if first != second
+           else "the first by id")
+    return chosen, f"{len(usable)} CE groups match; used {chosen.gid} ({why}), not " + ", ".join(g.gid for g in others)
 
 
 def finished_by_seed(runs):

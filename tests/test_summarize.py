@@ -1119,3 +1119,12 @@ def test_a_class_without_test_images_has_no_per_class_accuracy(tmp_path, monkeyp
     assert transition is None  # no noise.json
     shown = np.ma.filled(np.asarray(last, dtype=float), np.nan) if np.ma.isMaskedArray(last) else np.asarray(last)
     assert shown[0] == pytest.approx([0.85, 0.15, 0.0]) and np.isnan(shown[1]).all()
+
+
+def test_ce_pairing_between_other_scripts_prefers_most_seeds_in_common(results, tmp_path):
+    gls(results, "main_GLS_direct_train", 0.0, 0, (66.0, 67.0), comp=SLN_LIKE)  # CE, one seed
+    out = tmp_path / "out"
+    summarized(results, out)
+    row = paired_by(out)[("GCE q=0.7", "train", "ce")]
+    assert (row["baseline_script"], row["n_pairs"]) == ("noise_cifar_train", "3")
+    assert "2 CE groups match" in row["note"] and "(most seeds in common), not main_GLS_direct_train/" in row["note"]
