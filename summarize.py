@@ -942,6 +942,11 @@ def fmt_diff(p, name):
     return f"{mean:+.2f}{interval} ({p['n_pairs']} pair{'s' * (p['n_pairs'] > 1)})"
 
 
+def md_row(cells):
+    """A Markdown table row; a '|' inside a cell (a label, a path) is escaped."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
 def fmt_vs(row, paired, kind, name):
     """The markdown cell of `name`'s paired difference of a row against its `kind` baseline."""
     if row[f"{name}_mean"] is None:
@@ -991,7 +996,7 @@ def markdown_table(rows, paired=()):
         cells += [", ".join(filter(None, [r["marks"], "no method record" if NO_RECORD in r["note"] else ""]))] if marks else []
         cells += [version_cell(r)] if split else []
         cells += [r["other"], f"`{r['group']}`"]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(md_row(cells))
     return "\n".join(lines)
 
 
@@ -1039,7 +1044,7 @@ def paired_markdown(paired):
         cells = [p["label"], p["script"], "knob baseline" if p["baseline_kind"] == "knob" else "CE", base]
         cells += [fmt_diff(p, name) for name in names]
         cells += [p["note"], f"`{p['group']}`"]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(md_row(cells))
     return lines
 
 
@@ -1069,7 +1074,7 @@ def per_class_markdown(per_class, max_classes=20):
             cells = [str(k), fmt_acc(b["test_acc_mean"], b["test_acc_std"]) if b else "",
                      fmt_acc(l.get("test_acc_mean"), l.get("test_acc_std")),
                      fmt_acc(l.get("fit_clean_mean"), None), fmt_acc(l.get("mem_noisy_mean"), None), counts]
-            parts.append("| " + " | ".join(cells) + " |")
+            parts.append(md_row(cells))
         parts.append("")
     return parts
 
@@ -1097,9 +1102,9 @@ def write_markdown(path, results_dir, rows, paired, per_class, unfinished, plots
     parts += ["## Runs not averaged", ""]
     if unfinished:
         parts += ["| run | status | epochs | last acc | note |", "|---|---|---|---|---|"]
-        parts += [f"| `{u['run_dir']}` | {u['status']} | {u['epochs_completed']}/{u['n_epoch']} | "
-                  f"{'' if u['last_test_acc'] is None else format(u['last_test_acc'], '.2f')} | "
-                  f"{u['note']} |" for u in unfinished]
+        parts += [md_row([f"`{u['run_dir']}`", u["status"], f"{u['epochs_completed']}/{u['n_epoch']}",
+                          "" if u["last_test_acc"] is None else format(u["last_test_acc"], ".2f"), u["note"]])
+                  for u in unfinished]
     else:
         parts.append("None: every run found is finished.")
     parts.append("")

@@ -1002,7 +1002,7 @@ def test_deeply_nested_json_is_a_warning(per_class_results, tmp_path, capsys, na
 
 def non_utf8_results(tmp_path):
     """Runs under a folder whose name is not UTF-8, one run folder's too, an unfinished run,
-    and a label holding a lone surrogate (a hand-written \\ud800 escape)."""
+    and a label holding a lone surrogate (a hand-written \\ud800 escape) and a '|'."""
     root = tmp_path / os.fsdecode(b"r\xe9sultats-\xff")
     for seed, accs in WARMUP.items():
         gls(root, "main_warmup", 0.1, seed, accs, wa=1.0, wb=0.0)
@@ -1010,7 +1010,7 @@ def non_utf8_results(tmp_path):
     gls(root, "main_GLS_direct_train", -2.0, 0, None, summary={"status": "interrupted", "method": "r-2"})
     folder = gls(root, "main_GLS_direct_train", 0.8, 0, (60.0, 61.0))
     summary = json.loads((folder / "summary.json").read_text())
-    (folder / "summary.json").write_text(json.dumps({**summary, "label": "PLS \ud800 r=0.8"}))
+    (folder / "summary.json").write_text(json.dumps({**summary, "label": "PLS \ud800|r=0.8"}))
     return root
 
 
@@ -1019,7 +1019,7 @@ def test_a_results_path_that_is_not_utf8_is_summarized(tmp_path):
     out = root / "summary"
     summarized(root, out, "--curves", "PLS", "--confusion", "CE")
     md = (out / "summary.md").read_bytes()
-    assert os.fsencode(str(root)) in md and b"PLS \xef\xbf\xbd r=0.8" in md  # U+FFFD
+    assert os.fsencode(str(root)) in md and b"| PLS \xef\xbf\xbd\\|r=0.8 |" in md  # U+FFFD; | escaped
     unfinished = (out / "unfinished.csv").read_bytes()
     assert os.fsencode(str(root / "main_GLS_direct_train" / "r-2-seed0")) in unfinished
     assert {p.name for p in out.iterdir()} >= {"summary.csv", "paired.csv", "acc_vs_smooth_rate_gls.png"}
