@@ -72,9 +72,17 @@ def run_sweep(command):
     return subprocess.run([sys.executable, *command], cwd=ROOT).returncode
 
 
-def read_table(path, key):
+def read_table(path, keep=lambda row: True):
+    """{(script, method tag): row} of one of summarize.py's CSV files."""
     with open(path, newline="") as f:
-        return {key(r): r for r in csv.DictReader(f)}
+        return {(r["script"], r["method"]): r for r in csv.DictReader(f) if keep(r)}
+
+
+def read_results(out):
+    """summary.csv, and paired.csv's rows against each group's knob baseline (r = 0 after
+    the warm-up, sigma = 0 from scratch): the baselines of the demo's table."""
+    return (read_table(os.path.join(out, "summary.csv")),
+            read_table(os.path.join(out, "paired.csv"), lambda r: r["baseline_kind"] == "knob"))
 
 
 def mean_sd(row, name):
@@ -145,8 +153,7 @@ def main(argv=None):
 
     out = os.path.join(RESULTS, "summary")
     _, unfinished, plots = summarize.summarize(RESULTS, out, curves=CURVES)
-    summary = read_table(os.path.join(out, "summary.csv"), lambda r: (r["script"], r["method"]))
-    paired = read_table(os.path.join(out, "paired.csv"), lambda r: (r["script"], r["method"]))
+    summary, paired = read_results(out)
     print(f"\nDigits, 40% symmetric noise, ResNet-18 width 16; test accuracy, mem_noisy (share of the "
           f"wrongly labelled training images predicted as their wrong label) and ECE in %, mean ± sd "
           f"over seeds {SEEDS.replace(' ', ', ')}; differences paired by seed:")

@@ -1,40 +1,56 @@
 """Tables and plots of many runs: summarize.py RESULTS_DIR --out OUT_DIR.
 
-Finds every run folder under RESULTS_DIR (a folder holding config.json and
-summary.json: the results contract, utils/results.py), groups the runs that differ
-only by --seed, and writes to OUT_DIR:
+Finds every run folder under RESULTS_DIR (a folder holding config.json: the results
+contract, utils/results.py), groups the runs that differ only by --seed and were made by
+the same code and data, and writes to OUT_DIR:
 
-    summary.csv, summary.md   per group: method, data set, noise, smooth rate or sigma,
-                              seeds, mean and sample std (ddof=1) over seeds of the last
-                              and best test accuracy (and the momentum model's, for
-                              SLN-MO), mean actual noise rate, and the means of the last
-                              epoch's mem_noisy and test_ece where every seed has them;
-                              summary.md also shows the paired difference to the baseline
-    paired.csv                per group against its baseline (the same script and
-                              settings with smooth rate 0 for GLS, sigma 0 for SLN; the
-                              CE warm-up has none): over the seeds finished in both, the
-                              mean difference (group - baseline) of last and best test
-                              accuracy and its 95% t-interval. Runs with the same seed
-                              share noisy labels and initial weights, so pairing removes
-                              that variance. Groups that are their own baseline get no
-                              row; a group without baseline runs gets a row with a note.
+    summary.csv, summary.md   per group: the method as its runs recorded it (label, e.g.
+                              "NLS r=-2", and a column per knob), data set, noise, seeds,
+                              mean and sample std (ddof=1) over seeds of the last and best
+                              test accuracy (and the momentum model's, _ema), the mean
+                              actual noise rate, the means of the last mem_noisy and
+                              test_ece where every seed has them, and marks: seeds that
+                              collapsed or were kept stale, and the code and data version
+                              where the same settings were run with several (never
+                              averaged together)
+    paired.csv                every group against its baselines, seed by seed; the column
+                              baseline_kind says which: "knob" (the same script and
+                              settings with every knob at its baseline value, e.g. smooth
+                              rate 0) or "ce" (the plain cross-entropy run with the same
+                              comparable settings, whichever script made it). Over the
+                              seeds finished in both: the mean difference (group - baseline)
+                              of each accuracy and its 95% t-interval
+    per_class.csv             per group, epoch (best, last) and class: test accuracy and the
+                              training fit_clean / mem_noisy per true class, mean over the
+                              seeds that recorded them (summary.md has the same tables)
     unfinished.csv            every run that is not finished (running, interrupted,
                               diverged, failed, no summary, damaged summary): listed,
                               never averaged
-    acc_vs_smooth_rate.png    GLS runs: accuracy vs smooth rate, one line per noise
-                              setting, error bars = sample std over seeds
-    acc_vs_sigma.png          SLN runs: the same against sigma (dashed: momentum model)
-    curves_<PATTERN>.png      with --curves PATTERN: test accuracy per epoch of every
-                              group whose id contains PATTERN (mean over seeds, band = std)
+    acc_vs_<knob>_<method>.png  accuracy against each knob of each method, one line per
+                              other setting, error bars = sample std over seeds
+    curves_<PATTERN>.png      with --curves PATTERN: test accuracy per epoch of every group
+                              whose id or label contains PATTERN (mean over seeds, band = std)
     mem_curves_<PATTERN>.png  and, for the runs whose metrics.csv has them, fit_clean and
                               mem_noisy per epoch (memorisation of the noisy labels)
+    confusion_<NAME>.png      with --confusion PATTERN (a run folder, or the groups whose id
+                              or label contains PATTERN): the test confusion matrix at the
+                              best and the last epoch (rows normalised, mean over seeds)
+                              next to the noise's transition matrix (noise.json)
+
+What a run is comes from its own summary.json: method_name, label, knobs {flag: value},
+knob_baselines {flag: value at which the method is its baseline}, is_ce and comparable
+(the settings it shares with the CE run it is paired with). Runs made before runs recorded
+these are listed and averaged, without knob columns or pairing; the table says so. Runs
+whose code (made_by's source hash) or data (fingerprint, noisy labels) differ are never
+averaged into one group.
 
 Damaged input is skipped with a warning naming the folder (a config.json that is not a
 JSON object: the run; a damaged summary.json: the run counts as unfinished; a malformed
-metrics.csv: the run is left out of the curves); bad arguments end with "error: ..."
-and exit status 2.
+metrics.csv: the run is left out of the curves; a folder reached a second time through a
+symbolic link: skipped); bad arguments end with "error: ..." and exit status 2. Every
+output is written atomically: a full disk leaves the previous file, never half of one.
 
-    python summarize.py results --out results/summary --curves main_GLS_load
+    python summarize.py results --out results/summary --curves NLS --confusion "NLS r=-2"
 """
 import argparse
 import csv
@@ -43,8 +59,10 @@ import json
 import math
 import os
 import re
+import stat
 import statistics
 import sys
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -54,8 +72,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from core.files import atomic_savefig, atomic_write_text, read_json_file, warn, write_csv  # noqa: E402
 from errors import UserError  # noqa: E402
-from core.files import write_csv  # noqa: E402
 from utils.results import result_settings  # noqa: E402
 
 # Accuracy columns of summary.json that are averaged (percent); the _ema ones exist for
@@ -65,92 +83,148 @@ ACCURACIES = ("last_test_acc", "best_test_acc", "last_test_acc_ema", "best_test_
 # are reported where every seed of a group has them.
 LAST_VALUES = ("last_mem_noisy", "last_test_ece")
 # Every number of summary.json read here: checked once, when the run is loaded.
-SUMMARY_NUMBERS = ACCURACIES + LAST_VALUES + ("actual_noise_rate", "initial_test_acc")
-# Config keys shown in their own columns; other differing settings go to "other".
-SHOWN = ("dataset", "noise_type", "noise_rate", "model", "n_epoch", "smooth_rate", "sigma", "seed")
-SCRIPT_NAMES = {"main_warmup": "CE warm-up", "main_GLS_direct_train": "GLS direct",
-                "main_GLS_load": "GLS after warm-up", "noise_cifar_train": "SLN",
-                "noise_clothing1m_train": "SLN Clothing1M"}
-# The setting whose value 0 makes a script's baseline: GLS at r = 0 is CE, SLN at sigma
-# = 0 trains on the labels without added noise. The CE warm-up (main_warmup) has none.
-BASELINE_KNOB = {"main_GLS_load": "smooth_rate", "main_GLS_direct_train": "smooth_rate",
-                 "noise_cifar_train": "sigma", "noise_clothing1m_train": "sigma"}
+SUMMARY_NUMBERS = ACCURACIES + LAST_VALUES + ("actual_noise_rate", "initial_test_acc", "chance_acc")
+# What a run records about its method (engine: summary.json); comparable may be null.
+RECORD_KEYS = ("method_name", "label", "knobs", "knob_baselines", "is_ce")
+# Config keys shown in columns of their own (besides the knobs); other differing settings
+# go to "other". `method` is train.py's --method, which the label shows.
+SHOWN = ("dataset", "noise_type", "noise_rate", "model", "n_epoch", "seed", "method")
 # Per-epoch plots of --curves: (metrics.csv column, line style, legend tag).
 ACC_CURVES = (("test_acc", "-", ""), ("test_acc_ema", "--", " MO"))
 MEM_CURVES = (("fit_clean", "-", " fit_clean"), ("mem_noisy", "--", " mem_noisy"))
 # Epoch 0 of a curve, where summary.json recorded it (before the first step).
 INITIAL = {"test_acc": "initial_test_acc"}
+# Deeper JSON is not a file of this project (a summary is 5 levels deep); refusing it
+# keeps every later step free of RecursionError.
+MAX_JSON_DEPTH = 32
+# Per-class results of summary.json (per_class.best / per_class.last).
+PER_CLASS_EPOCHS = ("best", "last")
+PER_CLASS_RATES = ("train_fit_clean", "train_mem_noisy")
+PER_CLASS_COUNTS = ("train_n_clean", "train_n_noisy")
+# A knob axis is logarithmic beyond [-1, 1] when its values reach past this (GLS's smooth
+# rates run from 0.8 to -8); knobs within [-2, 2] stay linear.
+SYMLOG_BEYOND = 2.0
+# Lone surrogates that are not an undecodable byte of a file name (those are \udc80-\udcff
+# under os.fsdecode and are written back as the byte): they cannot be written at all.
+LONE_SURROGATES = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 
 
-def warn(message):
-    print(f"warning: {message}", file=sys.stderr)
+def clean(text):
+    """`text` writable as UTF-8: a file name's undecodable bytes are kept, any other lone
+    surrogate (a hand-written \\ud800 in a JSON file) becomes U+FFFD."""
+    return LONE_SURROGATES.sub("\ufffd", text)
+
+
+def printable(text):
+    """`text` for the terminal: undecodable bytes of file names shown as U+FFFD."""
+    return clean(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 # ---------------------------------------------------------------- reading run folders
 
 def find_runs(results_dir):
-    """Every readable run below results_dir (a folder with a config.json), as dicts:
-    folder, config, summary (None if missing or damaged), problem (what is damaged)."""
-    runs = []
-    for folder, dirs, files in os.walk(results_dir, onerror=warn_unreadable):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if "config.json" in files:
-            run = load_run(folder, "summary.json" in files)
+    """Every readable run below results_dir (a folder with a config.json), as dicts (load_run).
+
+    Symbolic links to folders are followed, and every folder is read once: a second path to
+    one (a link cycle, or a link to a folder read already) is skipped with a warning naming
+    both, and so is a link that leads nowhere. Folders whose name starts with "." are not
+    searched.
+    """
+    runs, seen = [], {}
+    stack = [results_dir]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError as exc:
+            warn(f"cannot read {folder} ({exc.strerror}): skipped")
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            warn(f"skipping {folder}: it leads to {seen[st.st_dev, st.st_ino]}, which is read "
+                 "already (a link cycle, or a second link to one folder)")
+            continue
+        seen[st.st_dev, st.st_ino] = folder
+        try:
+            with os.scandir(folder) as found:
+                entries = sorted(found, key=lambda e: e.name)
+        except OSError as exc:
+            warn(f"cannot read {folder} ({exc.strerror}): skipped")
+            continue
+        names = {e.name for e in entries}
+        if "config.json" in names:
+            run = load_run(folder, "summary.json" in names)
             if run is not None:
                 runs.append(run)
-        elif "summary.json" in files:
+        elif "summary.json" in names:
             warn(f"skipping {folder}: it has a summary.json but no config.json, so its "
                  "settings are unknown (restore config.json to include it)")
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() and not os.path.exists(entry.path):
+                warn(f"skipping {entry.path}: a symbolic link to nothing ({os.readlink(entry.path)})")
+            elif entry.is_dir():
+                subfolders.append(entry.path)
+        stack.extend(reversed(subfolders))  # depth first, in name order
     return runs
 
 
-def warn_unreadable(exc):
-    warn(f"cannot read {exc.filename} ({exc.strerror}): skipped")
+def read_json(path):
+    """(dict, None), or (None, what is wrong) for a file that is missing, not a regular
+    file (a FIFO is never opened), not JSON, nested too deeply, or not a JSON object."""
+    obj, problem = read_json_file(path)
+    if obj is not None and nested_deeper(obj, MAX_JSON_DEPTH):
+        return None, f"is not readable JSON (nested more than {MAX_JSON_DEPTH} levels deep)"
+    return obj, problem
+
+
+def nested_deeper(obj, limit):
+    """True if `obj` holds lists or objects nested more than `limit` levels (no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return True
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in items)
+    return False
 
 
 def load_run(folder, has_summary):
-    """The run in `folder`, or None (with a warning) when its config.json is unusable."""
-    config, problem = read_json_object(os.path.join(folder, "config.json"))
+    """The run in `folder` as a dict: folder, config, summary (None if missing or damaged),
+    problem (what is damaged), record (its method, or None), per_class, code and data
+    (its identity, None where unrecorded); None (with a warning) when config.json is unusable."""
+    config, problem = read_json(os.path.join(folder, "config.json"))
     problem = problem or config_problem(config)
     if problem:
         warn(f"skipping {folder}: config.json {problem}; restore it (every run writes one "
              "at its start) or move the folder out of the results")
         return None
-    run = {"folder": folder, "config": config, "summary": None, "problem": None}
+    run = {"folder": folder, "config": config, "summary": None, "problem": None,
+           "record": None, "per_class": None}
     if has_summary:
-        summary, problem = read_json_object(os.path.join(folder, "summary.json"))
+        summary, problem = read_json(os.path.join(folder, "summary.json"))
         if problem:
             # Not averaged, but listed: the run's numbers cannot be trusted.
             warn(f"{folder}: summary.json {problem}; the run is listed as unfinished "
-                 "(rerun it with --resume or --overwrite to rewrite it)")
+                 "(rerun it with --if_exists overwrite to rewrite it)")
             run["problem"] = f"summary.json {problem}"
         else:
             run["summary"] = checked_summary(folder, summary)
+            run["record"] = method_record(folder, summary)
+            run["per_class"] = checked_per_class(folder, summary.get("per_class"))
+    run["code"], run["data"] = identity_of(folder, config, run["summary"])
     return run
-
-
-def read_json_object(path):
-    """(dict, None), or (None, what is wrong) for a file that is unreadable, not JSON,
-    or JSON other than an object."""
-    try:
-        with open(path) as f:
-            obj = json.load(f)
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror})"
-    except ValueError as exc:  # JSONDecodeError, and bytes that are not UTF-8
-        return None, f"is not JSON ({exc})"
-    if not isinstance(obj, dict):
-        return None, f"is JSON but not an object (it holds {json_type(obj)})"
-    return obj, None
-
-
-def json_type(obj):
-    return {list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(
-        type(obj), "a number")
 
 
 def is_number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def is_finite(x):
+    return is_number(x) and math.isfinite(x)
 
 
 def config_problem(config):
@@ -158,9 +232,9 @@ def config_problem(config):
     seed = config.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         return f"has seed {seed!r}, not an integer"
-    for key in ("noise_rate", "smooth_rate", "sigma", "n_epoch"):
-        if config.get(key) is not None and not (is_number(config[key]) and math.isfinite(config[key])):
-            return f"has {key} {config[key]!r}, not a finite number"
+    for key, value in config.items():  # a hand edit: the scripts take finite numbers only
+        if (is_number(value) or key in ("noise_rate", "n_epoch")) and not (value is None or is_finite(value)):
+            return f"has {key} {value!r}, not a finite number"
     for key in ("dataset", "noise_type", "model"):
         if config.get(key) is not None and not isinstance(config[key], str):
             return f"has {key} {config[key]!r}, not a string"
@@ -170,17 +244,134 @@ def config_problem(config):
 def checked_summary(folder, summary):
     """summary.json without values of the wrong type, each dropped with a warning: a
     hand-edited NaN must not turn a mean into NaN, nor a string crash the tables."""
-    for key in ("script", "method", "status"):
+    for key in ("script", "method", "status", "error"):
         if key in summary and not isinstance(summary[key], str):
             warn(f"{folder}: summary.json {key} is {summary[key]!r}, not a string; ignored")
             del summary[key]
+        elif key in summary:
+            summary[key] = clean(summary[key])
     for key in SUMMARY_NUMBERS:
         value = summary.get(key)
-        if value is not None and not (is_number(value) and math.isfinite(value)):
+        if value is not None and not is_finite(value):
             del summary[key]
             warn(f"{folder}: summary.json {key} is {value!r}, not a finite number; ignored, so "
                  f"its group reports no mean of {key}")
+    for key, kind, what in (("collapsed", bool, "true/false"), ("kept_stale", list, "a list")):
+        if key in summary and not isinstance(summary[key], kind):
+            warn(f"{folder}: summary.json {key} is {summary[key]!r}, not {what}; ignored")
+            del summary[key]
     return summary
+
+
+def method_record(folder, summary):
+    """What the run recorded about its method: {method_name, label, knobs, knob_baselines,
+    is_ce, comparable}, numbers in canonical form; None for a run made before runs recorded
+    it, or (with a warning) one whose record is damaged."""
+    if not any(k in summary for k in RECORD_KEYS + ("comparable",)):
+        return None
+    problem = record_problem(summary)
+    if problem:
+        warn(f"{folder}: summary.json {problem}; the run is averaged, but gets no knob "
+             "columns and is not paired (rerun it to rewrite its summary.json)")
+        return None
+    knobs = {clean(k): canonical(v) for k, v in summary["knobs"].items()}
+    return {"method_name": clean(summary["method_name"]), "label": clean(summary["label"]),
+            "knobs": knobs, "knob_baselines": {k: canonical(summary["knob_baselines"][k]) for k in knobs},
+            "is_ce": summary["is_ce"], "comparable": canonical(summary.get("comparable"))}
+
+
+def is_scalar(x):
+    return isinstance(x, (str, bool)) or is_finite(x)
+
+
+def record_problem(summary):
+    """What is wrong with a summary's record of its method, or None."""
+    missing = [k for k in RECORD_KEYS if k not in summary]
+    if missing:
+        return f"lacks {', '.join(missing)} beside the rest of its method record"
+    for key in ("method_name", "label"):
+        if not isinstance(summary[key], str) or not summary[key]:
+            return f"has {key} {summary[key]!r}, not a name"
+    knobs, baselines = summary["knobs"], summary["knob_baselines"]
+    if not isinstance(knobs, dict) or not all(is_scalar(v) for v in knobs.values()):
+        return f"has knobs {knobs!r}, not an object of numbers, strings or true/false"
+    if not isinstance(baselines, dict) or not all(k in baselines and is_scalar(baselines[k]) for k in knobs):
+        return f"has knob_baselines {baselines!r}, not a value for each of its knobs {sorted(knobs)}"
+    if not isinstance(summary["is_ce"], bool):
+        return f"has is_ce {summary['is_ce']!r}, not true/false"
+    if not isinstance(summary.get("comparable"), (dict, type(None))):
+        return f"has comparable {summary['comparable']!r}, not an object"
+    return None
+
+
+def identity_of(folder, config, summary):
+    """(code, data) of a run: made_by's source hash, and its data fingerprints as a sorted
+    JSON text; None for what the run does not record (older runs)."""
+    made_by = config.get("made_by", (summary or {}).get("made_by"))
+    if made_by is None:
+        return None, None
+    code = made_by.get("code") if isinstance(made_by, dict) else None
+    sha = code.get("source_sha1") if isinstance(code, dict) else None
+    data = made_by.get("data") if isinstance(made_by, dict) else None
+    if not isinstance(sha, str) or not isinstance(data, (dict, type(None))):
+        warn(f"{folder}: config.json made_by does not record a source hash and data; the run "
+             "is grouped with runs of unknown code")
+        return None, None
+    return clean(sha), None if data is None else clean(json.dumps(data, sort_keys=True))
+
+
+def checked_per_class(folder, per_class):
+    """summary.json's per_class as arrays: {"best"/"last": {"epoch", "test_acc" (K,),
+    "test_confusion" (K, K), and where recorded train_fit_clean, train_mem_noisy (K,; NaN
+    where a class has no such sample), train_n_clean, train_n_noisy (K,)}}; None when
+    absent, or (with a warning) malformed."""
+    if per_class is None:
+        return None
+    if not isinstance(per_class, dict):
+        warn(f"{folder}: summary.json per_class is not an object; left out of the per-class tables")
+        return None
+    out = {}
+    for which in PER_CLASS_EPOCHS:
+        entry = per_class.get(which)
+        if entry is None:
+            continue
+        checked = per_class_entry(entry)
+        if isinstance(checked, str):
+            warn(f"{folder}: summary.json per_class.{which} {checked}; left out of the per-class tables")
+            continue
+        out[which] = checked
+    return out or None
+
+
+def per_class_entry(entry):
+    """One epoch's per-class results as arrays, or a string saying what is wrong."""
+    if not isinstance(entry, dict):
+        return "is not an object"
+    acc = entry.get("test_acc")
+    if not isinstance(acc, list) or not acc or not all(a is None or is_finite(a) for a in acc):
+        return "has no test_acc list of numbers (or null for a class without test images)"
+    k = len(acc)
+    confusion = entry.get("test_confusion")
+    if not (isinstance(confusion, list) and len(confusion) == k
+            and all(isinstance(row, list) and len(row) == k and all(is_count(c) for c in row)
+                    for row in confusion)):
+        return f"has no test_confusion of {k} x {k} counts"
+    out = {"epoch": entry.get("epoch") if is_number(entry.get("epoch")) else None,
+           "test_acc": np.array([math.nan if a is None else a for a in acc], dtype=float),
+           "test_confusion": np.array(confusion, dtype=float)}
+    for key in PER_CLASS_RATES + PER_CLASS_COUNTS:
+        values = entry.get(key)
+        if values is None:
+            continue
+        ok = is_count if key in PER_CLASS_COUNTS else (lambda v: v is None or is_finite(v))
+        if not (isinstance(values, list) and len(values) == k and all(ok(v) for v in values)):
+            return f"has {key} that is not {k} {'counts' if key in PER_CLASS_COUNTS else 'numbers or null'}"
+        out[key] = np.array([math.nan if v is None else v for v in values], dtype=float)
+    return out
+
+
+def is_count(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 class MetricsError(ValueError):
@@ -190,9 +381,13 @@ class MetricsError(ValueError):
 def read_metrics(path):
     """{column: array over epochs 1..n} of a metrics.csv."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise MetricsError("is not a regular file")  # a FIFO would block forever
         with open(path, newline="") as f:
             table = list(csv.reader(f))
     except (OSError, ValueError, csv.Error) as exc:
+        if isinstance(exc, MetricsError):
+            raise
         raise MetricsError(f"cannot be read ({exc})") from None
     if not table:
         raise MetricsError("is empty")
@@ -229,7 +424,7 @@ def metrics_of(run):
     if "metrics" not in run:
         path = os.path.join(run["folder"], "metrics.csv")
         run["metrics"] = {}
-        if os.path.exists(path):
+        if os.path.lexists(path):
             try:
                 run["metrics"] = read_metrics(path)
             except MetricsError as exc:
@@ -238,6 +433,30 @@ def metrics_of(run):
 
 
 # ---------------------------------------------------------------- grouping runs
+
+@dataclass
+class Group:
+    """Runs that differ only by the seed, made by one code version on one data version.
+
+    config: the settings (canonical, without seed and bookkeeping); record: the method's
+    record (method_record) of its runs, None for runs made before runs recorded it."""
+    gid: str
+    script: str
+    config: dict
+    code: str
+    data: str
+    runs: list
+    record: dict = None
+
+    @property
+    def done(self):
+        return [r for r in self.runs if finished(r)]
+
+    @property
+    def settings(self):
+        """What groups with the same settings but other code or data share."""
+        return json.dumps([self.script, self.config], sort_keys=True)
+
 
 def script_of(run):
     return (run["summary"] or {}).get("script") or os.path.basename(os.path.dirname(run["folder"]))
@@ -258,50 +477,50 @@ def canonical(value):
     return value
 
 
+def same(a, b):
+    """Equal as settings (canonical JSON)."""
+    return json.dumps(canonical(a), sort_keys=True) == json.dumps(canonical(b), sort_keys=True)
+
+
 def group_config(config):
     """The config without the seed and without the settings that cannot change a result."""
     return {k: canonical(v) for k, v in result_settings(config).items() if k != "seed"}
 
 
-def group_key(script, config):
-    """What runs of one group share: the script and every setting but the seed."""
-    return json.dumps([script, group_config(config)], sort_keys=True)
-
-
 def group_runs(runs):
-    """{group id: [runs]} for runs whose script and config agree except for the seed.
+    """{group id: Group}: runs whose script and config agree except for the seed, and whose
+    code and data are the same (runs recording none count as one unknown version).
 
     The method tag is a function of the config, so it needs no place in the key (and a
     run that died before writing summary.json still joins its group).
     """
-    groups = {}
+    by_key = {}
     for run in runs:
-        groups.setdefault(group_key(script_of(run), run["config"]), []).append(run)
-    named = {}
-    for key, members in groups.items():
-        members.sort(key=lambda r: (r["summary"] is None, r["config"].get("seed", 0)))
-        c = members[0]["config"]
+        key = json.dumps([script_of(run), group_config(run["config"]), run["code"], run["data"]],
+                         sort_keys=True)
+        by_key.setdefault(key, []).append(run)
+    groups = {}
+    for key, members in by_key.items():
+        members.sort(key=lambda r: (r["config"].get("seed", 0), r["summary"] is None))
+        first = members[0]
+        c = first["config"]
         digest = hashlib.sha1(key.encode()).hexdigest()[:6]
-        gid = (f"{script_of(members[0])}/{c.get('dataset')}-{c.get('noise_type')}"
-               f"{fmt_num(c.get('noise_rate'))}-{c.get('model')}-{method_of(members[0])}-{digest}")
-        named[gid] = sorted(members, key=lambda r: r["config"].get("seed", 0))
-        seeds = [r["config"].get("seed", 0) for r in named[gid] if finished(r)]
+        gid = clean(f"{script_of(first)}/{c.get('dataset')}-{c.get('noise_type')}"
+                    f"{fmt_num(c.get('noise_rate'))}-{c.get('model')}-{method_of(first)}-{digest}")
+        done = [r for r in members if finished(r)]
+        record = next((r["record"] for r in done + members if r["record"]), None)
+        groups[gid] = Group(gid, script_of(first), group_config(c), first["code"], first["data"],
+                            members, record)
+        seeds = [r["config"].get("seed", 0) for r in done]
         if len(set(seeds)) < len(seeds):  # copies of a run under two result folders
             warn(f"group {gid} has several finished runs with seed(s) "
                  f"{sorted({s for s in seeds if seeds.count(s) > 1})}: each is averaged, "
                  "and the paired differences use the first")
-    return named
+    return groups
 
 
 def finished(run):
     return (run["summary"] or {}).get("status") == "finished"
-
-
-def smooth_rate_of(config):
-    """The GLS smooth rate, or None where no GLS term is trained (the CE warm-up: wb = 0)."""
-    if "smooth_rate" not in config or not config.get("wb", 1):
-        return None
-    return config["smooth_rate"]
 
 
 # ---------------------------------------------------------------- statistics
@@ -320,46 +539,122 @@ def values_of(runs, name):
     return values if len(values) == len(runs) else None
 
 
+def t_interval(diffs):
+    """Mean of paired differences and its 95% t-interval, mean ± t_{0.975, n-1} sd/sqrt(n)
+    with sd of ddof=1; (mean, None, None) for one pair, where it is undefined."""
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, None, None
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
+
+
+# ---------------------------------------------------------------- summary rows
+
+NO_RECORD = ("no method record (made before runs recorded their method, knobs and CE "
+             "settings): no knob columns, not paired")
+
+
 def group_rows(groups):
-    """One row per group of finished runs, and one per run that is not finished."""
+    """One row per group with finished runs, and one per run that is not finished."""
     rows, unfinished = [], []
-    for gid, members in groups.items():
-        done = [r for r in members if finished(r)]
-        unfinished += [unfinished_row(gid, r) for r in members if not finished(r)]
-        if not done:
-            continue
-        c = done[0]["config"]
-        row = {"group": gid, "script": script_of(done[0]), "method": method_of(done[0]),
-               "dataset": c.get("dataset"), "noise_type": c.get("noise_type"),
-               "noise_rate": c.get("noise_rate"), "smooth_rate": smooth_rate_of(c),
-               "sigma": c.get("sigma"), "model": c.get("model"), "n_epoch": c.get("n_epoch"),
-               "n_seeds": len(done), "seeds": " ".join(str(r["config"].get("seed")) for r in done),
-               "n_not_averaged": len(members) - len(done)}
-        for name in ACCURACIES:
-            row[f"{name}_mean"], row[f"{name}_std"] = mean_std(values_of(done, name))
-        for name in LAST_VALUES:
-            row[f"{name}_mean"] = mean_std(values_of(done, name))[0]
-        row["actual_noise_rate_mean"] = mean_std(
-            [r["summary"]["actual_noise_rate"] for r in done
-             if r["summary"].get("actual_noise_rate") is not None])[0]
-        rows.append(row)
+    versions = versions_of(groups)
+    for group in groups.values():
+        unfinished += [unfinished_row(group.gid, r) for r in group.runs if not finished(r)]
+        if group.done:
+            rows.append(group_row(group, versions[group.settings]))
     add_other_settings(rows, groups)
     rows.sort(key=lambda r: (r["script"], r["dataset"] or "", r["noise_type"] or "",
                              r["noise_rate"] or 0, r["model"] or "", r["other"],
-                             -(r["smooth_rate"] or 0), r["sigma"] or 0, r["method"]))
+                             r["method_name"] or "", knob_order(r["knobs"]), r["label"],
+                             r["code"] or "", r["data"] or ""))
     unfinished.sort(key=lambda u: u["run_dir"])
     return rows, unfinished
 
 
+def versions_of(groups):
+    """{settings: (number of code versions, number of data versions)} over the groups."""
+    seen = {}
+    for g in groups.values():
+        codes, datas = seen.setdefault(g.settings, (set(), set()))
+        codes.add(g.code)
+        datas.add(g.data)
+    return {k: (len(c), len(d)) for k, (c, d) in seen.items()}
+
+
+def group_row(group, versions):
+    """The row of a group: settings, knobs, means over its finished seeds, marks."""
+    done, record = group.done, group.record or {}
+    c = done[0]["config"]
+    n_codes, n_datas = versions
+    row = {"group": group.gid, "script": group.script, "method": method_of(done[0]),
+           "method_name": record.get("method_name"), "label": record.get("label") or method_of(done[0]),
+           "is_ce": record.get("is_ce"),
+           "knobs": record.get("knobs", {}), "dataset": c.get("dataset"), "noise_type": c.get("noise_type"),
+           "noise_rate": c.get("noise_rate"), "model": c.get("model"), "n_epoch": c.get("n_epoch"),
+           "n_seeds": len(done), "seeds": " ".join(str(r["config"].get("seed", 0)) for r in done),
+           "n_not_averaged": len(group.runs) - len(done),
+           "code": short(group.code), "data": short_data(group.data),
+           "n_collapsed": sum(r["summary"].get("collapsed") is True for r in done),
+           "n_kept_stale": sum(bool(r["summary"].get("kept_stale")) for r in done),
+           "code_split": n_codes > 1, "data_split": n_datas > 1}
+    for name in ACCURACIES:
+        row[f"{name}_mean"], row[f"{name}_std"] = mean_std(values_of(done, name))
+    for name in LAST_VALUES:
+        row[f"{name}_mean"] = mean_std(values_of(done, name))[0]
+    row["actual_noise_rate_mean"] = mean_std(
+        [r["summary"]["actual_noise_rate"] for r in done if r["summary"].get("actual_noise_rate") is not None])[0]
+    row["marks"] = marks_of(row)
+    row["note"] = "; ".join(filter(None, [
+        "" if group.record else NO_RECORD,
+        f"{n_codes} code versions of these settings: each is its own group" if n_codes > 1 else "",
+        f"{n_datas} data versions of these settings: each is its own group" if n_datas > 1 else ""]))
+    return row
+
+
+def marks_of(row):
+    """'collapsed 1/3, kept stale 1/3': seeds averaged that ended near chance, or whose
+    result was kept with --keep_stale although their code or data changed."""
+    n = row["n_seeds"]
+    return ", ".join(f"{what} {k}/{n}" for what, k in (("collapsed", row["n_collapsed"]),
+                                                       ("kept stale", row["n_kept_stale"])) if k)
+
+
+def short(sha):
+    return None if sha is None else sha[:8]
+
+
+def short_data(data):
+    """'data/labels' as two short hashes of the data fingerprint and the noisy labels."""
+    if data is None:
+        return None
+    record = json.loads(data)
+    return "/".join(str(record.get(k, "?"))[:8] for k in ("data_sha1", "labels_sha1"))
+
+
+def knob_order(knobs):
+    """Sorts knob values numerically (strings after numbers)."""
+    return tuple((k, (0, v, "") if is_number(v) else (1, 0, str(v))) for k, v in sorted(knobs.items()))
+
+
 def add_other_settings(rows, groups):
-    """row['other']: the settings, beyond the shown columns, in which this group differs
-    from other groups of the same script (e.g. 'lr=0.01 ema_decay=0.9')."""
-    configs = {r["group"]: group_config(groups[r["group"]][0]["config"]) for r in rows}
+    """row['other']: the settings, beyond the shown columns and the knobs, in which this
+    group differs from other groups of the same script and method (e.g. 'lr=0.01')."""
     for row in rows:
-        same_script = [configs[r["group"]] for r in rows if r["script"] == row["script"]]
-        keys = sorted({k for c in same_script for k in c} - set(SHOWN))
-        varying = [k for k in keys if len({json.dumps(c.get(k)) for c in same_script}) > 1]
-        row["other"] = " ".join(f"{k}={fmt_value(configs[row['group']].get(k))}" for k in varying)
+        alike = [r for r in rows if (r["script"], r["method_name"]) == (row["script"], row["method_name"])]
+        configs = [groups[r["group"]].config for r in alike]
+        hidden = set(SHOWN) | {k for r in alike for k in r["knobs"]}
+        row["other"] = fmt_settings(groups[row["group"]].config, varying_keys(configs, hidden))
+
+
+def varying_keys(configs, hidden=()):
+    """The keys, but `hidden`, whose values are not the same in all `configs` (sorted)."""
+    keys = sorted({k for c in configs for k in c} - set(hidden))
+    return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+
+
+def fmt_settings(config, keys):
+    return " ".join(f"{k}={fmt_value(config.get(k))}" for k in keys)
 
 
 def unfinished_row(gid, run):
@@ -375,22 +670,79 @@ def unfinished_row(gid, run):
 
 # ---------------------------------------------------------------- paired differences
 
-def knob_of(script, config):
-    """(name, value) of the setting this group is compared on against 0, or None (the
-    warm-up, a GLS run without a GLS term, a script this file does not know)."""
-    name = BASELINE_KNOB.get(script)
-    value = smooth_rate_of(config) if name == "smooth_rate" else config.get(name) if name else None
-    return None if value is None else (name, value)
+def paired_rows(rows, groups):
+    """Per summary row with a method record: against its knob baseline (unless it is its
+    own) and against a CE run (unless it is one); see knob_baseline and ce_baseline."""
+    by_settings = {}
+    for g in groups.values():
+        by_settings.setdefault(g.settings, []).append(g)
+    paired = []
+    for row in rows:
+        group = groups[row["group"]]
+        if group.record is None:
+            continue
+        found = knob_baseline(group, by_settings)
+        if found is not None:
+            paired.append(paired_row("knob", row, group, *found))
+        found = ce_baseline(group, groups)
+        if found is not None:
+            paired.append(paired_row("ce", row, group, *found))
+    return paired
 
 
-def t_interval(diffs):
-    """Mean of paired differences and its 95% t-interval, mean ± t_{0.975, n-1} sd/sqrt(n)
-    with sd of ddof=1; (mean, None, None) for one pair, where it is undefined."""
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return mean, None, None
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return mean, mean - half, mean + half
+def knob_baseline(group, by_settings):
+    """(baseline group or None, note): the group of the same script, code and data whose
+    settings equal this one's with every knob at its baseline value; None when the group
+    has no knob or is its own baseline."""
+    knobs, baselines = group.record["knobs"], group.record["knob_baselines"]
+    if not knobs or all(same(knobs[k], baselines[k]) for k in knobs):
+        return None
+    config = {**group.config, **baselines}
+    candidates = by_settings.get(json.dumps([group.script, config], sort_keys=True), [])
+    for g in candidates:
+        if g.code == group.code and g.data == group.data:
+            return g, ""
+    wanted = ", ".join(f"{k}={fmt_knob(v)}" for k, v in baselines.items())
+    if candidates:
+        other = ", ".join(sorted(f"code {short(g.code)}, data {short_data(g.data)}" for g in candidates))
+        return None, (f"baseline runs ({wanted}) exist only with other code or data ({other}): "
+                      "rerun them with this code")
+    return None, f"no baseline runs ({wanted}, every other setting equal)"
+
+
+def ce_baseline(group, groups):
+    """(CE group or None, note): a group whose runs train as plain cross-entropy (is_ce) with
+    comparable settings equal to this one's and the same data, whichever script made it;
+    None for a group that is itself CE.
+
+    Several match: the same script first (of the same code; the same script with other code
+    is never used), then the one with most seeds in common, then by id; the note names the
+    others. Runs of other scripts have another source hash by construction, so their code
+    cannot be compared.
+    """
+    record = group.record
+    if record["is_ce"]:
+        return None
+    if record["comparable"] is None:
+        return None, "the runs recorded no comparable settings: no CE run can be matched"
+    matching = [g for g in groups.values() if g is not group and g.record and g.record["is_ce"]
+                and g.record["comparable"] is not None and same(g.record["comparable"], record["comparable"])]
+    usable = [g for g in matching if g.data == group.data and (g.script != group.script or g.code == group.code)]
+    if not usable:
+        if matching:
+            return None, ("CE runs with these comparable settings exist only with other code or data: "
+                          + ", ".join(sorted(g.gid for g in matching)))
+        return None, "no CE run with the same comparable settings (data set, noise, model, epochs, optimiser)"
+    mine = set(finished_by_seed(group.runs))
+    rank = {g.gid: (g.script != group.script, -len(mine & set(finished_by_seed(g.runs)))) for g in usable}
+    usable.sort(key=lambda g: (rank[g.gid], g.gid))
+    chosen, others = usable[0], usable[1:]
+    if not others:
+        return chosen, ""
+    first, second = rank[chosen.gid], rank[others[0].gid]
+    why = ("same script" if first[0] != second[0] else "most seeds in common" if first != second
+           else "the first by id")
+    return chosen, f"{len(usable)} CE groups match; used {chosen.gid} ({why}), not " + ", ".join(g.gid for g in others)
 
 
 def finished_by_seed(runs):
@@ -402,37 +754,21 @@ def finished_by_seed(runs):
     return by_seed
 
 
-def paired_rows(rows, groups):
-    """One row per summary row whose group has a baseline other than itself."""
-    index = {group_key(script_of(m[0]), m[0]["config"]): gid for gid, m in groups.items()}
-    paired = []
-    for row in rows:
-        config = groups[row["group"]][0]["config"]
-        knob = knob_of(row["script"], config)
-        if knob is None:
-            continue
-        # The same grouping key with the knob at 0: "every other setting equal" means
-        # exactly what grouping means by it.
-        base_key = group_key(row["script"], {**config, knob[0]: 0})
-        if base_key == group_key(row["script"], config):
-            continue  # the baseline itself
-        base_gid = index.get(base_key)
-        paired.append(paired_row(row, groups[row["group"]], base_gid, groups.get(base_gid, []), knob[0]))
-    return paired
-
-
-def paired_row(row, runs, base_gid, base_runs, knob):
+def paired_row(kind, row, group, base, note):
     """Group minus baseline over the seeds finished in both."""
-    mine, theirs = finished_by_seed(runs), finished_by_seed(base_runs)
+    mine, theirs = finished_by_seed(group.runs), finished_by_seed(base.runs if base else [])
     seeds = sorted(set(mine) & set(theirs))
-    out = {k: row[k] for k in ("group", "script", "method", "dataset", "noise_type", "noise_rate",
-                               "model", "smooth_rate", "sigma", "other")}
-    out.update(baseline_group=base_gid, n_pairs=len(seeds), seeds=" ".join(map(str, seeds)),
-               baseline_method=method_of(next(iter(theirs.values()))) if theirs else None)
-    if base_gid is None:
-        out["note"] = f"no baseline runs ({knob}=0, every other setting equal)"
-    elif not seeds:
-        out["note"] = "no seed finished in both"
+    out = {k: row[k] for k in ("group", "script", "method", "label", "dataset", "noise_type",
+                               "noise_rate", "model", "knobs", "other")}
+    out.update(baseline_kind=kind, baseline_group=base and base.gid, n_pairs=len(seeds),
+               seeds=" ".join(map(str, seeds)))
+    if base is not None:
+        first = next(iter(theirs.values()), base.runs[0])
+        out.update(baseline_script=base.script, baseline_method=method_of(first),
+                   baseline_label=base.record["label"])
+        if not seeds:
+            note = "; ".join(filter(None, [note, "no seed finished in both"]))
+    out["note"] = note
     for name in ACCURACIES:
         a, b = values_of([mine[s] for s in seeds], name), values_of([theirs[s] for s in seeds], name)
         if seeds and a is not None and b is not None:
@@ -441,26 +777,150 @@ def paired_row(row, runs, base_gid, base_runs, knob):
     return out
 
 
+# ---------------------------------------------------------------- per-class results
+
+def per_class_rows(rows, groups):
+    """Per group, epoch (best, last) and class: the mean (and sample std) over the finished
+    seeds that recorded per-class results of the test accuracy, and the mean of the
+    training fit_clean / mem_noisy where every such seed has a value for the class."""
+    out = []
+    for row in rows:
+        runs = [r for r in groups[row["group"]].done if r["per_class"]]
+        for which in PER_CLASS_EPOCHS:
+            entries = [r["per_class"][which] for r in runs if which in r["per_class"]]
+            sizes = {len(e["test_acc"]) for e in entries}
+            if len(sizes) > 1:
+                warn(f"group {row['group']}: its seeds record per-class results of {sorted(sizes)} "
+                     "classes; no per-class table")
+                continue
+            if entries:
+                out += per_class_table(row, which, entries)
+    return out
+
+
+def per_class_table(row, which, entries):
+    """The rows of per_class.csv of one group and epoch; None where a class has no value (no
+    test image, no such training sample) in some seed."""
+    acc = np.stack([e["test_acc"] for e in entries])
+    std = acc.std(axis=0, ddof=1) if len(entries) > 1 else np.full(acc.shape[1], np.nan)
+    means = {"test_acc_mean": acc.mean(axis=0), "test_acc_std": std}
+    for key in PER_CLASS_RATES + PER_CLASS_COUNTS:
+        means[f"{key[len('train_'):]}_mean"] = all_seeds_mean(entries, key)
+    epochs = " ".join(str(e["epoch"]) for e in entries if e["epoch"] is not None)
+    table = []
+    for k in range(acc.shape[1]):
+        line = {"group": row["group"], "script": row["script"], "label": row["label"], "epoch": which,
+                "epochs": epochs, "n_seeds": len(entries), "class": k}
+        for name, values in means.items():
+            line[name] = None if values is None or math.isnan(values[k]) else float(values[k])
+        table.append(line)
+    return table
+
+
+def all_seeds_mean(entries, key):
+    """Mean over the entries of an array they all have (NaN where one lacks a value), or None."""
+    if not all(key in e for e in entries):
+        return None
+    return np.stack([e[key] for e in entries]).mean(axis=0)
+
+
+def row_normalised(counts):
+    """A confusion matrix as fractions of each true class (a row without samples: NaN)."""
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, counts / totals, np.nan)
+
+
+def mean_confusion(runs, which):
+    """The row-normalised test confusion matrix at `which` epoch, mean over the runs that
+    recorded it; None when none did."""
+    mats = [row_normalised(r["per_class"][which]["test_confusion"]) for r in runs
+            if r["per_class"] and which in r["per_class"]]
+    if not mats or len({m.shape for m in mats}) > 1:
+        return None
+    return np.mean(mats, axis=0)
+
+
+def mean_transition(runs):
+    """noise.json's transition_matrix (row = true class, column = noisy label), mean over the
+    runs that have a valid one (one noise setting: they are equal); None without one."""
+    mats = []
+    for run in runs:
+        report, problem = read_json(os.path.join(run["folder"], "noise.json"))
+        if problem and problem != "is missing":
+            warn(f"{run['folder']}: noise.json {problem}; its transition matrix is not drawn")
+        matrix = (report or {}).get("transition_matrix")
+        if matrix is None:
+            continue
+        array = square_matrix(matrix)
+        if array is None:
+            warn(f"{run['folder']}: noise.json transition_matrix is not a square matrix of numbers; ignored")
+        else:
+            mats.append(array)
+    if not mats or len({m.shape for m in mats}) > 1:
+        return None
+    return np.mean(mats, axis=0)
+
+
+def square_matrix(value):
+    if not isinstance(value, list) or not value:
+        return None
+    if not all(isinstance(r, list) and len(r) == len(value) and all(is_finite(x) for x in r) for r in value):
+        return None
+    return np.array(value, dtype=float)
+
+
 # ---------------------------------------------------------------- tables
 
-CSV_COLUMNS = (["group", "script", "method", "dataset", "noise_type", "noise_rate", "smooth_rate",
-                "sigma", "model", "n_epoch", "other", "n_seeds", "seeds", "n_not_averaged"]
-               + [f"{a}_{s}" for a in ACCURACIES for s in ("mean", "std")]
-               + ["actual_noise_rate_mean"] + [f"{v}_mean" for v in LAST_VALUES])
-PAIRED_COLUMNS = (["group", "baseline_group", "script", "method", "baseline_method", "dataset",
-                   "noise_type", "noise_rate", "model", "smooth_rate", "sigma", "other",
-                   "n_pairs", "seeds"]
-                  + [f"{a}_diff_{s}" for a in ACCURACIES for s in ("mean", "ci_low", "ci_high")]
-                  + ["note"])
+FIXED_COLUMNS = ["group", "script", "method", "method_name", "label", "is_ce", "dataset", "noise_type",
+                 "noise_rate", "model", "n_epoch"]
+CSV_TAIL = (["other", "n_seeds", "seeds", "n_not_averaged"]
+            + [f"{a}_{s}" for a in ACCURACIES for s in ("mean", "std")]
+            + ["actual_noise_rate_mean"] + [f"{v}_mean" for v in LAST_VALUES]
+            + ["n_collapsed", "n_kept_stale", "marks", "code", "data", "note"])
+PAIRED_HEAD = ["group", "baseline_kind", "baseline_group", "script", "method", "label",
+               "baseline_script", "baseline_method", "baseline_label", "dataset", "noise_type",
+               "noise_rate", "model"]
+PAIRED_TAIL = (["other", "n_pairs", "seeds"]
+               + [f"{a}_diff_{s}" for a in ACCURACIES for s in ("mean", "ci_low", "ci_high")] + ["note"])
+PER_CLASS_COLUMNS = ["group", "script", "label", "epoch", "epochs", "n_seeds", "class", "test_acc_mean",
+                     "test_acc_std", "fit_clean_mean", "mem_noisy_mean", "n_clean_mean", "n_noisy_mean"]
 UNFINISHED_COLUMNS = ["run_dir", "status", "epochs_completed", "n_epoch", "last_test_acc", "note", "group"]
+# Names a knob column may not take (it is then knob_<name>): the tables' own columns.
+TAKEN = set(FIXED_COLUMNS + CSV_TAIL + PAIRED_HEAD + PAIRED_TAIL) | {"knobs", "code_split", "data_split"}
+
+
+def knob_column(name):
+    return f"knob_{name}" if name in TAKEN else name
+
+
+def knob_columns(rows):
+    return [knob_column(k) for k in sorted({k for r in rows for k in r["knobs"]})]
+
+
+def writable(row):
+    return {k: clean(v) if isinstance(v, str) else v for k, v in row.items()}
+
+
+def with_knob_cells(row):
+    """The row with a cell per knob (knob_column names), its strings writable."""
+    return writable({**row, **{knob_column(k): v for k, v in row["knobs"].items()}})
+
+
+def write_table(path, rows, head, tail):
+    write_csv(path, [with_knob_cells(r) for r in rows], head + knob_columns(rows) + tail)
 
 
 def fmt_num(x):
     return "" if x is None else f"{x + 0.0:g}"  # + 0.0: -0.0 shows as 0
 
 
+def fmt_knob(x):
+    return fmt_num(x) if is_number(x) else str(x).lower() if isinstance(x, bool) else str(x)
+
+
 def fmt_value(x):
-    return " ".join(map(fmt_value, x)) if isinstance(x, list) else str(x)
+    return " ".join(map(fmt_value, x)) if isinstance(x, list) else clean(str(x))
 
 
 def fmt_acc(mean, std):
@@ -473,7 +933,7 @@ def fmt_diff(p, name):
     """'+1.23 [-0.50, +2.96] (3 pairs)' for a paired row; why there is no difference
     where it has none."""
     if p["baseline_group"] is None:
-        return "no baseline runs"
+        return ""  # the row's note says why
     mean = p.get(f"{name}_diff_mean")
     if mean is None:
         return "no seed finished in both" if not p["n_pairs"] else ""
@@ -482,13 +942,25 @@ def fmt_diff(p, name):
     return f"{mean:+.2f}{interval} ({p['n_pairs']} pair{'s' * (p['n_pairs'] > 1)})"
 
 
-def fmt_vs_baseline(row, paired, baselines, name):
-    """The markdown cell of `name`'s paired difference for a summary row."""
+def md_row(cells):
+    """A Markdown table row; a '|' inside a cell (a label, a path) is escaped."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def fmt_vs(row, paired, kind, name):
+    """The markdown cell of `name`'s paired difference of a row against its `kind` baseline."""
     if row[f"{name}_mean"] is None:
         return ""
-    if row["group"] in paired:
-        return fmt_diff(paired[row["group"]], name)
-    return "baseline" if row["group"] in baselines else ""
+    p = paired.get((row["group"], kind))
+    if p is not None and p["baseline_group"] is None:
+        return "no baseline runs" if kind == "knob" else "no CE runs"
+    if p is not None:
+        return fmt_diff(p, name)
+    if row["method_name"] is None:
+        return "not paired"
+    if kind == "ce":
+        return "CE" if row["is_ce"] else ""
+    return "baseline" if row["knobs"] else ""  # knobs at their baseline values: no row
 
 
 def markdown_table(rows, paired=()):
@@ -496,95 +968,214 @@ def markdown_table(rows, paired=()):
     ema = any(r["last_test_acc_ema_mean"] is not None for r in rows)
     extra = [(name, head) for name, head in (("last_mem_noisy", "mem noisy"), ("last_test_ece", "ECE"))
              if any(r[f"{name}_mean"] is not None for r in rows)]
-    by_group = {p["group"]: p for p in paired}
-    baselines = {p["baseline_group"] for p in paired}
-    head = ["method", "data", "noise", "r / sigma", "epochs", "seeds", "last acc", "best acc"]
+    knobs = sorted({k for r in rows for k in r["knobs"]})
+    by_group = {(p["group"], p["baseline_kind"]): p for p in paired}
+    split = any(r["code_split"] or r["data_split"] for r in rows)
+    marks = any(r["marks"] or r["note"] for r in rows)
+    head = ["method", "script"] + knobs + ["data", "noise", "epochs", "seeds", "last acc", "best acc"]
     head += ["last acc (MO)", "best acc (MO)"] if ema else []
     head += [h for _, h in extra]
-    head += ["Δ last acc vs baseline"] + (["Δ last acc (MO)"] if ema else [])
-    head += ["actual noise", "other settings", "group"]
+    head += ["Δ last acc vs knob baseline", "Δ last acc vs CE"] + (["Δ last acc (MO) vs CE"] if ema else [])
+    head += ["actual noise"] + (["marks"] if marks else []) + (["code / data"] if split else [])
+    head += ["other settings", "group"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        knob = (f"r={fmt_num(r['smooth_rate'])}" if r["smooth_rate"] is not None
-                else f"sigma={fmt_num(r['sigma'])}" if r["sigma"] is not None else "")
-        cells = [f"{r['script']}:{r['method']}", r["dataset"], f"{r['noise_type']} {fmt_num(r['noise_rate'])}",
-                 knob, str(r["n_epoch"]),
-                 str(r["n_seeds"]) + (f" (+{r['n_not_averaged']} not averaged)" if r["n_not_averaged"] else ""),
-                 fmt_acc(r["last_test_acc_mean"], r["last_test_acc_std"]),
-                 fmt_acc(r["best_test_acc_mean"], r["best_test_acc_std"])]
+        cells = [r["label"], r["script"]] + [fmt_knob(r["knobs"][k]) if k in r["knobs"] else "" for k in knobs]
+        cells += [r["dataset"] or "", f"{r['noise_type']} {fmt_num(r['noise_rate'])}", str(r["n_epoch"]),
+                  str(r["n_seeds"]) + (f" (+{r['n_not_averaged']} not averaged)" if r["n_not_averaged"] else ""),
+                  fmt_acc(r["last_test_acc_mean"], r["last_test_acc_std"]),
+                  fmt_acc(r["best_test_acc_mean"], r["best_test_acc_std"])]
         if ema:
             cells += [fmt_acc(r["last_test_acc_ema_mean"], r["last_test_acc_ema_std"]),
                       fmt_acc(r["best_test_acc_ema_mean"], r["best_test_acc_ema_std"])]
         cells += [fmt_acc(r[f"{name}_mean"], None) for name, _ in extra]
-        cells += [fmt_vs_baseline(r, by_group, baselines, "last_test_acc")]
-        cells += [fmt_vs_baseline(r, by_group, baselines, "last_test_acc_ema")] if ema else []
+        cells += [fmt_vs(r, by_group, kind, "last_test_acc") for kind in ("knob", "ce")]
+        cells += [fmt_vs(r, by_group, "ce", "last_test_acc_ema")] if ema else []
         noise = r["actual_noise_rate_mean"]
-        cells += ["" if noise is None else f"{noise:.3f}", r["other"], f"`{r['group']}`"]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells += ["" if noise is None else f"{noise:.3f}"]
+        cells += [", ".join(filter(None, [r["marks"], "no method record" if NO_RECORD in r["note"] else ""]))] if marks else []
+        cells += [version_cell(r)] if split else []
+        cells += [r["other"], f"`{r['group']}`"]
+        lines.append(md_row(cells))
     return "\n".join(lines)
 
 
-def write_markdown(path, results_dir, rows, paired, unfinished, plots):
+def version_cell(row):
+    """The code (and data) version of a row whose settings were run with several."""
+    parts = [f"code {row['code'] or 'unknown'}" if row["code_split"] else "",
+             f"data {row['data'] or 'unknown'}" if row["data_split"] else ""]
+    return ", ".join(filter(None, parts))
+
+
+def table_notes(rows):
+    """The sentences under the table that explain its marks, for the marks it has."""
+    notes = []
+    if any(r["code_split"] or r["data_split"] for r in rows):
+        notes.append("**Code / data:** these settings were run with several code versions (the "
+                     "source hash of made_by) or data (fingerprint of the data / of the noisy "
+                     "labels). Seeds of different versions are never averaged together: each "
+                     "version is its own group. Rerun the stale ones (`--if_exists overwrite`) "
+                     "to merge them.")
+    if any(r["n_collapsed"] for r in rows):
+        notes.append("**collapsed k/n:** k of the n averaged seeds ended near chance (summary.json "
+                     "`collapsed`): a result, but the mean hides it.")
+    if any(r["n_kept_stale"] for r in rows):
+        notes.append("**kept stale k/n:** k seeds were kept with `--keep_stale` although their "
+                     "code or data changed (their summary.json's `kept_stale` says what changed).")
+    if any(NO_RECORD in r["note"] for r in rows):
+        notes.append("**no method record:** runs made before runs recorded their method, knobs and "
+                     "CE settings: averaged, but without knob columns and not paired. Rerun them "
+                     "to compare them.")
+    return notes
+
+
+def paired_markdown(paired):
+    """Every paired row: which baseline, and the differences with their 95% t-intervals."""
+    if not paired:
+        return ["No group has a baseline to be paired with."]
+    ema = any(p.get("last_test_acc_ema_diff_mean") is not None for p in paired)
+    head = ["method", "script", "against", "baseline", "Δ last acc", "Δ best acc"]
+    head += ["Δ last acc (MO)", "Δ best acc (MO)"] if ema else []
+    head += ["note", "group"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in paired:
+        base = (f"{p['baseline_label']} ({p['baseline_script']})" if p["baseline_group"] else "none")
+        names = ACCURACIES if ema else ACCURACIES[:2]
+        cells = [p["label"], p["script"], "knob baseline" if p["baseline_kind"] == "knob" else "CE", base]
+        cells += [fmt_diff(p, name) for name in names]
+        cells += [p["note"], f"`{p['group']}`"]
+        lines.append(md_row(cells))
+    return lines
+
+
+def per_class_markdown(per_class, max_classes=20):
+    """Per group: class, test accuracy at the best and the last epoch, fit_clean and
+    mem_noisy at the last epoch (over 20 classes: the 10 of lowest last accuracy)."""
+    tables = {}
+    for line in per_class:
+        tables.setdefault(line["group"], {}).setdefault(line["epoch"], {})[line["class"]] = line
+    parts = []
+    for gid, by_epoch in tables.items():
+        best, last = by_epoch.get("best", {}), by_epoch.get("last", {})
+        first = next(iter((last or best).values()))
+        classes = sorted(set(best) | set(last))
+        shown = classes
+        if len(classes) > max_classes:
+            shown = sorted(classes, key=lambda k: (last.get(k) or best[k])["test_acc_mean"])[:10]
+        parts += [f"### {first['label']} ({first['script']}), {first['n_seeds']} seed(s)", "",
+                  f"`{gid}`" + (f": the 10 classes of lowest last accuracy of {len(classes)} (all in "
+                                "per_class.csv)" if shown is not classes else ""), "",
+                  "| class | test acc, best epoch | test acc, last epoch | fit_clean, last | "
+                  "mem_noisy, last | clean / noisy train samples, last |", "|---|---|---|---|---|---|"]
+        for k in shown:
+            b, l = best.get(k), last.get(k, {})
+            counts = " / ".join("" if l.get(c) is None else f"{l[c]:.0f}" for c in ("n_clean_mean", "n_noisy_mean"))
+            counts = "" if counts == " / " else counts
+            cells = [str(k), fmt_acc(b["test_acc_mean"], b["test_acc_std"]) if b else "",
+                     fmt_acc(l.get("test_acc_mean"), l.get("test_acc_std")),
+                     fmt_acc(l.get("fit_clean_mean"), None), fmt_acc(l.get("mem_noisy_mean"), None), counts]
+            parts.append(md_row(cells))
+        parts.append("")
+    return parts
+
+
+def write_markdown(path, results_dir, rows, paired, per_class, unfinished, plots):
     parts = [f"# Summary of {results_dir}", "",
              "Test accuracy in %: mean ± sample standard deviation (ddof=1) over the seeds of "
              "each group; only finished runs are averaged. MO: the momentum (EMA) model. "
              "Mem noisy, ECE: last epoch, %. Actual noise: fraction of flipped training labels. "
-             "Δ vs baseline: mean over the seeds finished in both of (this group - the same "
-             "settings at smooth rate 0 or sigma 0), in points, with its 95% t-interval "
-             "(paired.csv).", "",
+             "Δ: mean over the seeds finished in both of (this group - its baseline), in points, "
+             "with its 95% t-interval: against the knob baseline (the same script and settings "
+             "with every knob at its baseline value) and against CE (the cross-entropy run with "
+             "the same comparable settings, whichever script made it); paired.csv and the "
+             "section below.", "",
              markdown_table(rows, paired) if rows else "No finished runs.", ""]
+    for note in table_notes(rows):
+        parts += [note, ""]
+    parts += ["## Paired differences", ""] + paired_markdown(paired) + [""]
+    if per_class:
+        parts += ["## Per class", "", "Test accuracy per true class, and on the training set "
+                  "per true class fit_clean (predicted = label, among the correct labels) and "
+                  "mem_noisy (predicted = noisy label, among the wrong labels), in %, mean over "
+                  "the seeds that recorded them (per_class.csv).", ""]
+        parts += per_class_markdown(per_class)
     parts += ["## Runs not averaged", ""]
     if unfinished:
         parts += ["| run | status | epochs | last acc | note |", "|---|---|---|---|---|"]
-        parts += [f"| `{u['run_dir']}` | {u['status']} | {u['epochs_completed']}/{u['n_epoch']} | "
-                  f"{'' if u['last_test_acc'] is None else format(u['last_test_acc'], '.2f')} | "
-                  f"{u['note']} |" for u in unfinished]
+        parts += [md_row([f"`{u['run_dir']}`", u["status"], f"{u['epochs_completed']}/{u['n_epoch']}",
+                          "" if u["last_test_acc"] is None else format(u["last_test_acc"], ".2f"), u["note"]])
+                  for u in unfinished]
     else:
         parts.append("None: every run found is finished.")
     parts.append("")
     if plots:
         parts += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
-    with open(path, "w") as f:
-        f.write("\n".join(parts) + "\n")
+    atomic_write_text(path, clean("\n".join(parts) + "\n"))
 
 
 # ---------------------------------------------------------------- plots
 
-def line_label(row):
-    return (f"{SCRIPT_NAMES.get(row['script'], row['script'])}, {row['dataset']} "
-            f"{row['noise_type']} {fmt_num(row['noise_rate'])}")
+def slug(text):
+    """A file-name part: letters, digits, '.', '=', '-'; the rest '_'."""
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_") or "all"
+
+
+def knob_figures(rows):
+    """{(method name, knob): [rows]} for every numeric knob of every method."""
+    figures = {}
+    for row in rows:
+        for knob, value in row["knobs"].items():
+            if is_number(value):
+                figures.setdefault((row["method_name"], knob), []).append(row)
+    return figures
+
+
+def plot_knobs(out_dir, rows, groups):
+    """acc_vs_<knob>_<method>.png for every (method, knob); the paths written."""
+    paths = []
+    for (method, knob), members in sorted(knob_figures(rows).items()):
+        path = os.path.join(out_dir, f"acc_vs_{slug(knob)}_{slug(method)}.png")
+        paths.append(plot_against(path, members, groups, knob, method))
+    return paths
 
 
 def lines_over(rows, groups, knob):
-    """{line key: [rows]}: groups that differ only by `knob` (smooth_rate or sigma) share a line."""
+    """[(legend label, rows sorted by the knob)]: groups that differ only by `knob` share a line.
+
+    A line's label is its script, data set and noise, and the settings in which it differs
+    from the figure's other lines (the code or data version where only those differ)."""
     lines = {}
     for row in rows:
-        if row[knob] is None:
-            continue
-        config = group_config(groups[row["group"]][0]["config"])
-        config.pop(knob)
-        key = json.dumps([row["script"], config], sort_keys=True)
+        g = groups[row["group"]]
+        config = {k: v for k, v in g.config.items() if k != knob}
+        key = json.dumps([g.script, config, g.code, g.data], sort_keys=True)
         lines.setdefault(key, []).append(row)
+    configs = {key: json.loads(key) for key in lines}
     labels = {}
     for key, members in lines.items():
-        members.sort(key=lambda r: r[knob])
-        label = line_label(members[0])
-        labels[key] = label + (f", {members[0]['other']}" if members[0]["other"] else "")
-    if len(set(labels.values())) < len(labels):  # still ambiguous: add the line's hash
-        labels = {k: f"{v} [{hashlib.sha1(k.encode()).hexdigest()[:4]}]" for k, v in labels.items()}
+        members.sort(key=lambda r: r["knobs"][knob])
+        script, config, code, data = configs[key]
+        alike = [c[1] for c in configs.values() if c[0] == script]
+        r = members[0]
+        label = f"{script}: {r['dataset']} {r['noise_type']} {fmt_num(r['noise_rate'])}"
+        labels[key] = label + "".join(f", {k}={fmt_value(config.get(k))}"
+                                      for k in varying_keys(alike, ("dataset", "noise_type", "noise_rate")))
+    for part, index in (("code", 2), ("data", 3)):
+        if len(set(labels.values())) < len(labels):  # the same settings, other versions
+            labels = {k: f"{v}, {part} {(short if part == 'code' else short_data)(configs[k][index])}"
+                      for k, v in labels.items()}
     return [(labels[k], lines[k]) for k in sorted(lines, key=labels.get)]
 
 
-def plot_against(path, rows, groups, knob, xlabel, symlog=False):
-    """Accuracy (last, best) against `knob`, one line per setting; None when no row has it."""
+def plot_against(path, rows, groups, knob, method):
+    """Accuracy (last, best) of one method against `knob`, one line per other setting."""
     lines = lines_over(rows, groups, knob)
-    if not lines:
-        return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    xs_all = sorted({r["knobs"][knob] for _, m in lines for r in m})
     for ax, which in zip(axes, ("last", "best")):
         for i, (label, members) in enumerate(lines):
             color = f"C{i % 10}"
-            xs = [r[knob] for r in members]
+            xs = [r["knobs"][knob] for r in members]
             for suffix, style, tag in (("", "o-", ""), ("_ema", "s--", " (MO)")):
                 ys = [r[f"{which}_test_acc{suffix}_mean"] for r in members]
                 if any(y is None for y in ys):
@@ -592,20 +1183,18 @@ def plot_against(path, rows, groups, knob, xlabel, symlog=False):
                 errs = [r[f"{which}_test_acc{suffix}_std"] or 0.0 for r in members]
                 ax.errorbar(xs, ys, yerr=errs, fmt=style, color=color, capsize=3,
                             markersize=4, label=label + tag)
-        if symlog:
-            # Linear in [-1, 1], logarithmic beyond: the paper's rates run from 0.8 to -8.
-            ax.set_xscale("symlog", linthresh=1.0)
-        xs_all = sorted({r[knob] for _, m in lines for r in m})
+        if max(abs(x) for x in xs_all) > SYMLOG_BEYOND:
+            ax.set_xscale("symlog", linthresh=1.0)  # linear in [-1, 1], logarithmic beyond
         ax.set_xticks(xs_all)
         ax.set_xticklabels([fmt_num(x) for x in xs_all], rotation=90 if len(xs_all) > 6 else 0)
-        ax.set_xlabel(xlabel)
-        ax.set_title(f"{which} test accuracy")
+        ax.set_xlabel(knob + (" (symlog axis)" if ax.get_xscale() == "symlog" else ""))
+        ax.set_title(f"{method}: {which} test accuracy")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%), mean ± std over seeds")
     if axes[1].get_legend_handles_labels()[0]:  # none where no group has the accuracies
         axes[1].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(path, fig, dpi=110)
     plt.close(fig)
     return path
 
@@ -634,23 +1223,41 @@ def group_curve(runs, column):
     return np.arange(first, n), data.mean(axis=0), std, len(series)
 
 
-def plot_curves(path, pattern, groups, columns=ACC_CURVES, ylabel="test accuracy (%)",
+def matching_rows(pattern, rows):
+    """The rows whose group id or label contains `pattern`, by script, method and knob value."""
+    chosen = [r for r in rows if pattern in r["group"] or pattern in r["label"]]
+    return sorted(chosen, key=lambda r: (r["script"], r["method_name"] or "", knob_order(r["knobs"]),
+                                         r["label"], r["other"], r["group"]))
+
+
+def legend_names(rows):
+    """{group id: readable name}: the label and script, the other settings, and the code or
+    data version where those alone tell two groups apart."""
+    names = {r["group"]: f"{r['label']}, {r['script']}" + (f", {r['other']}" if r["other"] else "")
+             for r in rows}
+    for part in ("code", "data"):
+        if len(set(names.values())) < len(names):
+            names = {r["group"]: f"{names[r['group']]}, {part} {r[part] or 'unknown'}" for r in rows}
+    return {k: printable(v) for k, v in names.items()}
+
+
+def plot_curves(path, pattern, rows, groups, columns=ACC_CURVES, ylabel="test accuracy (%)",
                 title="test accuracy per epoch"):
-    """`columns` per epoch of the groups whose id contains `pattern`: mean over the
+    """`columns` per epoch of the groups whose id or label contains `pattern`: mean over the
     finished seeds, band = sample std, one colour per group; None when nothing to draw."""
-    chosen = [gid for gid in sorted(groups) if pattern in gid]
+    chosen = matching_rows(pattern, rows)
+    names = legend_names(chosen)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn, from_zero = 0, False
-    for i, gid in enumerate(chosen):
-        done = [r for r in groups[gid] if finished(r)]
+    for i, row in enumerate(chosen):
         for column, style, tag in columns:
-            curve = group_curve(done, column)
+            curve = group_curve(groups[row["group"]].done, column)
             if curve is None:
                 continue
             epochs, means, stds, n = curve
             from_zero |= epochs[0] == 0
             ax.plot(epochs, means, style, color=f"C{i % 10}",
-                    label=f"{gid} ({n} seed{'s' * (n > 1)}){tag}")
+                    label=f"{names[row['group']]} ({n} seed{'s' * (n > 1)}){tag}")
             if stds is not None:
                 ax.fill_between(epochs, means - stds, means + stds, color=f"C{i % 10}", alpha=0.15)
             drawn += 1
@@ -660,22 +1267,84 @@ def plot_curves(path, pattern, groups, columns=ACC_CURVES, ylabel="test accuracy
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch (0: before training)" if from_zero else "epoch")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{title}\ngroups matching '{pattern}'", fontsize=9)
+    ax.set_title(f"{title}\ngroups matching '{printable(pattern)}'", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(path, fig, dpi=110)
     plt.close(fig)
     return path
 
 
-def plot_mem_curves(path, pattern, groups):
+def plot_mem_curves(path, pattern, rows, groups):
     """Memorisation per epoch: how much of the clean labels the model fits against how
     much of the wrong ones it has memorised (the runs whose metrics.csv has them)."""
-    return plot_curves(path, pattern, groups, MEM_CURVES,
+    return plot_curves(path, pattern, rows, groups, MEM_CURVES,
                        ylabel="% of training samples",
                        title="fit_clean (solid): predicted = label, among the correct labels\n"
                              "mem_noisy (dashed): predicted = noisy label, among the wrong labels")
+
+
+def confusion_targets(pattern, runs, rows, groups):
+    """[(file-name part, title, runs)] that --confusion PATTERN names: the run folder it is
+    (a path, or a folder name), else every group whose id or label contains it."""
+    for run in runs:
+        folder = run["folder"]
+        if pattern == os.path.basename(os.path.normpath(folder)) or (
+                os.path.exists(pattern) and os.path.samefile(pattern, folder)):
+            return [(os.path.basename(os.path.normpath(folder)), f"run {os.path.basename(folder)}", [run])]
+    names = legend_names(matching_rows(pattern, rows))
+    return [(gid.replace("/", "_"), name, groups[gid].done) for gid, name in names.items()]
+
+
+def plot_confusion(path, title, runs):
+    """The noise's transition matrix and the test confusion matrix at the best and last
+    epoch (rows normalised, mean over the runs); None when no run has per-class results."""
+    panels = [(f"{which} epoch: test confusion", "predicted class", mean_confusion(runs, which))
+              for which in PER_CLASS_EPOCHS]
+    if all(m is None for _, _, m in panels):
+        return None
+    panels.insert(0, ("noise: transition matrix (noise.json)", "noisy label", mean_transition(runs)))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5), constrained_layout=True)
+    for ax, (name, xlabel, matrix) in zip(axes, panels):
+        ax.set_title(name, fontsize=9)
+        if matrix is None:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center")
+            ax.set_axis_off()
+            continue
+        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues")
+        k = len(matrix)
+        if k <= 20:
+            ax.set_xticks(range(k))
+            ax.set_yticks(range(k))
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    if np.isfinite(matrix[i, j]):
+                        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                                color="white" if matrix[i, j] > 0.6 else "black")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("true class")
+    fig.colorbar(image, ax=list(axes), fraction=0.02)
+    n = sum(bool(r["per_class"]) for r in runs)
+    fig.suptitle(f"{printable(title)} ({n} seed{'s' * (n > 1)}; rows: fraction of each true class)", fontsize=10)
+    atomic_savefig(path, fig, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def confusion_plots(out_dir, pattern, runs, rows, groups):
+    """confusion_<name>.png for what `pattern` names; a warning when it names nothing drawable."""
+    paths = []
+    for name, title, members in confusion_targets(pattern, runs, rows, groups):
+        path = plot_confusion(os.path.join(out_dir, f"confusion_{slug(name)}.png"), title, members)
+        if path is None:
+            warn(f"--confusion {pattern!r}: {printable(title)} has no per-class results (runs made "
+                 "before summary.json recorded them); no figure")
+        paths.append(path)
+    if not paths:
+        warn(f"--confusion {pattern!r} matches no run folder and no finished group")
+    return paths
 
 
 # ---------------------------------------------------------------- main
@@ -710,33 +1379,36 @@ def load_results(results_dir):
     return runs
 
 
-def write_outputs(results_dir, runs, out_dir, curves=()):
+def write_outputs(results_dir, runs, out_dir, curves=(), confusion=()):
     """Write the tables and plots of `runs`; returns (rows, paired, unfinished, plot paths)."""
     groups = group_runs(runs)
     rows, unfinished = group_rows(groups)
     paired = paired_rows(rows, groups)
+    per_class = per_class_rows(rows, groups)
     os.makedirs(out_dir, exist_ok=True)
-    write_csv(os.path.join(out_dir, "summary.csv"), rows, CSV_COLUMNS)
-    write_csv(os.path.join(out_dir, "paired.csv"), paired, PAIRED_COLUMNS)
-    write_csv(os.path.join(out_dir, "unfinished.csv"), unfinished, UNFINISHED_COLUMNS)
-    plots = [plot_against(os.path.join(out_dir, "acc_vs_smooth_rate.png"), rows, groups,
-                          "smooth_rate", "smooth rate r (symlog axis)", symlog=True),
-             plot_against(os.path.join(out_dir, "acc_vs_sigma.png"), rows, groups, "sigma", "sigma")]
+    write_table(os.path.join(out_dir, "summary.csv"), rows, FIXED_COLUMNS, CSV_TAIL)
+    write_table(os.path.join(out_dir, "paired.csv"), paired, PAIRED_HEAD, PAIRED_TAIL)
+    write_csv(os.path.join(out_dir, "per_class.csv"), map(writable, per_class), PER_CLASS_COLUMNS)
+    write_csv(os.path.join(out_dir, "unfinished.csv"), map(writable, unfinished), UNFINISHED_COLUMNS)
+    plots = plot_knobs(out_dir, rows, groups)
     for pattern in curves:
-        slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", pattern).strip("_") or "all"
-        path = plot_curves(os.path.join(out_dir, f"curves_{slug}.png"), pattern, groups)
+        name = slug(pattern)
+        path = plot_curves(os.path.join(out_dir, f"curves_{name}.png"), pattern, rows, groups)
         if path is None:
             warn(f"--curves {pattern!r} matches no finished group with a readable metrics.csv")
         # Runs made before fit_clean/mem_noisy existed lack them: no plot, no warning.
-        plots += [path, plot_mem_curves(os.path.join(out_dir, f"mem_curves_{slug}.png"), pattern, groups)]
+        plots += [path, plot_mem_curves(os.path.join(out_dir, f"mem_curves_{name}.png"), pattern, rows, groups)]
+    for pattern in confusion:
+        plots += confusion_plots(out_dir, pattern, runs, rows, groups)
     plots = [p for p in plots if p]
-    write_markdown(os.path.join(out_dir, "summary.md"), results_dir, rows, paired, unfinished, plots)
+    write_markdown(os.path.join(out_dir, "summary.md"), results_dir, rows, paired, per_class,
+                   unfinished, plots)
     return rows, paired, unfinished, plots
 
 
-def summarize(results_dir, out_dir, curves=()):
+def summarize(results_dir, out_dir, curves=(), confusion=()):
     """Write the tables and plots; returns (rows, unfinished, plot paths)."""
-    rows, _, unfinished, plots = write_outputs(results_dir, find_runs(results_dir), out_dir, curves)
+    rows, _, unfinished, plots = write_outputs(results_dir, find_runs(results_dir), out_dir, curves, confusion)
     return rows, unfinished, plots
 
 
@@ -746,27 +1418,34 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="folder for summary.csv, summary.md and the plots")
     p.add_argument("--curves", action="append", default=[], metavar="PATTERN",
                    help="plot test accuracy (and fit_clean, mem_noisy) per epoch of the groups "
-                        "whose id contains PATTERN (ids are in summary.csv's group column); repeatable")
+                        "whose id or label contains PATTERN (summary.csv's group and label "
+                        "columns); repeatable")
+    p.add_argument("--confusion", action="append", default=[], metavar="PATTERN",
+                   help="draw the test confusion matrix (best and last epoch, rows normalised, "
+                        "mean over seeds) next to the noise's transition matrix, of the run "
+                        "folder PATTERN (a path or a folder name) or of each group whose id or "
+                        "label contains PATTERN; repeatable")
     args = p.parse_args(argv)
     try:
         check_out_dir(args.out)
         runs = load_results(args.results_dir)
-        rows, paired, unfinished, plots = write_outputs(args.results_dir, runs, args.out, args.curves)
+        rows, paired, unfinished, plots = write_outputs(args.results_dir, runs, args.out,
+                                                        args.curves, args.confusion)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the disk filled up while writing
-        print(f"error: cannot write to --out {args.out} ({exc}): free space or pass another folder",
-              file=sys.stderr)
+        print(f"error: cannot write to --out {printable(args.out)} ({exc.strerror or exc}): free "
+              "space or pass another folder", file=sys.stderr)
         return 2
-    print(markdown_table(rows, paired) if rows else "no finished runs")
+    print(printable(markdown_table(rows, paired) if rows else "no finished runs"))
     if unfinished:
-        print(f"{len(unfinished)} run(s) not finished, not averaged: see {args.out}/unfinished.csv")
+        print(printable(f"{len(unfinished)} run(s) not finished, not averaged: see {args.out}/unfinished.csv"))
         for u in unfinished:
-            print(f"  {u['status']:>12}  {u['run_dir']}")
-    names = ["summary.csv", "summary.md", "paired.csv", "unfinished.csv"]
+            print(printable(f"  {u['status']:>12}  {u['run_dir']}"))
+    names = ["summary.csv", "summary.md", "paired.csv", "per_class.csv", "unfinished.csv"]
     for name in names + [os.path.basename(p) for p in plots]:
-        print(f"wrote {os.path.join(args.out, name)}")
+        print(printable(f"wrote {os.path.join(args.out, name)}"))
     return 0
 
 

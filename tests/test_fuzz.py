@@ -941,7 +941,7 @@ def test_summarize_skips_damaged_runs_with_warnings(ctx):
     assert status == 0, err
     assert f"skipping {direct}: config.json has smooth_rate nan, not a finite number" in err
     assert f"{sln}: metrics.csv line 2 has 'x', not a number" in err
-    assert f"{clean}: summary.json is not JSON" in err
+    assert f"{clean}: summary.json is not readable JSON" in err
     assert "Traceback" not in err and "Warning" not in err
     assert changes(before, snapshot(f"{ctx.tmp}/res")) == []
     assert [r["run_dir"] for r in read_csv(f"{ctx.tmp}/out/unfinished.csv")] == [clean]
