@@ -1,11 +1,13 @@
-"""sweep.py --slurm on a real SLURM cluster (../shared/slurm/start-local-slurm.sh starts
-one on this machine; .ci/run does). Everything is submitted when the module starts and
+"""sweep.py --slurm on a real SLURM cluster (a one-node cluster on this machine is enough;
+the tests are skipped without one). Everything is submitted when the module starts and
 asserted afterwards, so the tests share one wait of 2 to 3 minutes:
 
-- a GLS sweep whose warm-up needs longer than its 1-minute limit: SLURM warns the task,
-  the warm-up saves, the task requeues itself and resumes it, and the warm-up ends with
-  exactly the metrics of an uninterrupted run; the load runs' array waits for it;
-- a run cancelled with scancel: interrupted, not requeued, resumable."""
+- a GLS sweep (sweep.py gls) whose warm-up needs longer than its 1-minute limit: SLURM
+  warns the task, the warm-up saves, the task requeues itself and resumes it, and the
+  warm-up ends with exactly the metrics of an uninterrupted run; the load runs' array
+  waits for it;
+- a run of a script swept over a grid, cancelled with scancel: interrupted, not requeued,
+  resumable."""
 import json
 import os
 import shutil
@@ -52,7 +54,8 @@ def wait_until(condition, timeout, what):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     if not shutil.which("sbatch"):
-        pytest.skip("no sbatch on PATH: start a local cluster with ../shared/slurm/start-local-slurm.sh (root)")
+        pytest.skip("no sbatch on PATH: these tests submit to a SLURM cluster (a one-node cluster on "
+                    "this machine will do)")
     if subprocess.run(["sinfo"], capture_output=True).returncode != 0:
         pytest.skip("sbatch is installed but no SLURM controller answers (sinfo fails)")
     base = tmp_path_factory.mktemp("slurm")
@@ -60,8 +63,8 @@ def cluster(tmp_path_factory):
     jobs = submit("gls", "--slurm", "--smooth_rates", "0.4 -2.0", "--noise", "symmetric:0.4",
                   "--warmup_args", " ".join(WARMUP), "--sbatch_args", LIMIT, "--n_epoch", "2",
                   result_dir=gls)
-    jobs += submit("gls", "--slurm", "--mode", "direct", "--smooth_rates", "0.4", "--noise", "symmetric:0.4",
-                   "--n_epoch", "20", "--batch_size", "32", result_dir=cancel)
+    jobs += submit("main_GLS_direct_train.py", "--slurm", "--grid", "smooth_rate=0.4", "--noise_type", "symmetric",
+                   "--noise_rate", "0.4", "--n_epoch", "20", "--batch_size", "32", result_dir=cancel)
     # The warm-up as one uninterrupted run, meanwhile, on this machine.
     with open(os.path.join(gls, "sweep_logs", "sweep_gls", "tasks_warmup.jsonl")) as f:
         warmup = json.loads(f.readline())
@@ -83,7 +86,7 @@ def test_the_second_array_waits_for_the_warmups(cluster):
 
 def test_scancel_leaves_the_run_interrupted_and_resumable(cluster):
     job = cluster["jobs"][2]
-    log_dir = os.path.join(cluster["cancel"], "sweep_logs", "sweep_gls")
+    log_dir = os.path.join(cluster["cancel"], "sweep_logs", "sweep_main_GLS_direct_train")
     folder = os.path.join(cluster["cancel"], "main_GLS_direct_train")
 
     def training():
