@@ -387,8 +387,12 @@ def grid_axis(text, scripts):
                 f"--grid {name}='{{value}}'")
 
 
-def stage_words(opts, scripts):
-    """{script: words} of --stage_args, and --warmup_args under the key None (every required run)."""
+def stage_words(opts, tops, scripts):
+    """{script: words} of --stage_args, and --warmup_args under the key None (every required
+    run), their flags checked."""
+    if opts.warmup_args and len(scripts) == len(tops):
+        raise SweepError(f"--warmup_args: the runs of this sweep ({', '.join(s.name + '.py' for s in tops)}) "
+                         "need no other run first: give the flags to every run, or drop it")
     stages = {None: split_words(opts.warmup_args, "--warmup_args")}
     for text in opts.stage_args:
         name, eq, flags = text.partition("=")
@@ -397,7 +401,21 @@ def stage_words(opts, scripts):
             raise SweepError(f"--stage_args {text!r}: write SCRIPT='FLAGS' with SCRIPT one of the "
                              f"sweep's scripts: {', '.join(s.name for s in scripts)}")
         stages[name] = stages.get(name, []) + split_words(flags, f"--stage_args {name}")
+    for name, words in stages.items():
+        option = f"--stage_args {name}" if name else "--warmup_args"
+        check_tokens(tokenize(words, [s for s in scripts if s.name == name] or scripts, option), [], option)
     return stages
+
+
+def check_axes(axes):
+    """Each flag is varied by one option, with values the sweep may set."""
+    seen = {}
+    for axis in axes:
+        check_tokens([t for point in axis.points for t in point], [], axis.option)
+        for dest in axis.dests:
+            if dest in seen:
+                raise SweepError(f"{axis.option} and {seen[dest]} both set --{dest}: give its values once")
+            seen[dest] = axis.option
 
 
 def check_tokens(tokens, axes, option):
@@ -503,24 +521,11 @@ def plan(argv):
     top_names = GLS_MODES[opts.mode] if kind == "gls" else ["noise_cifar_train"] if kind == "sln" else [kind]
     tops = [load_script(name, words) for name in top_names]
     scripts = required_scripts(tops, words)
-    if opts.warmup_args and len(scripts) == len(tops):
-        raise SweepError(f"--warmup_args: the runs of this sweep ({', '.join(s.name + '.py' for s in tops)}) "
-                         "need no other run first: give the flags to every run, or drop it")
     axes = built_in_axes(kind, opts, scripts) + [grid_axis(text, scripts) for text in opts.grid]
-    seen = {}
-    for axis in axes:
-        check_tokens([t for point in axis.points for t in point], [], axis.option)
-        for dest in axis.dests:
-            if dest in seen:
-                raise SweepError(f"{axis.option} and {seen[dest]} both set --{dest}: give its values once")
-            seen[dest] = axis.option
+    check_axes(axes)
     common = tokenize(words, scripts)
     check_tokens(common, axes, "the flags of the runs")
-    stages = stage_words(opts, scripts)
-    for name, stage in stages.items():
-        option = f"--stage_args {name}" if name else "--warmup_args"
-        check_tokens(tokenize(stage, [s for s in scripts if s.name == name] or scripts, option), [], option)
-    runs = build_runs(opts, tops, axes, common, stages)
+    runs = build_runs(opts, tops, axes, common, stage_words(opts, tops, scripts))
     result_dir = next((value(t) for t in reversed(common) if t.dest == "result_dir"), "results")
     name = f"sweep_{kind}" + (f"_{tops[0].method}" if "--method" in tops[0].actions else "")
     log_dir = opts.log_dir or os.path.join(result_dir, "sweep_logs", name)
@@ -535,7 +540,10 @@ def required_scripts(tops, words):
     scripts = list(tops)
     for script in tops:
         chain = [script.name]
-        while script.requires and script.requires not in chain:
+        while script.requires:
+            if script.requires in chain:
+                raise SweepError(f"the scripts {' -> '.join(chain)} -> {script.requires} require each "
+                                 "other: no run of them can start first")
             chain.append(script.requires)
             script = load_script(script.requires, words)
             if script.name not in {s.name for s in scripts}:
@@ -1110,4 +1118,8 @@ def main(argv=None):
 if __name__ == "__main__":
     for stream in (sys.stdout, sys.stderr):  # print run folders whose names are not UTF-8
         stream.reconfigure(errors="surrogateescape")
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # while submitting to SLURM (a local sweep handles its signals)
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

@@ -622,6 +622,18 @@ def test_paths_that_are_not_utf8_are_written_as_they_are(tmp_path):
     assert read_json(os.path.join(os.fsdecode(run_dir), "summary.json"))["status"] == "finished"
 
 
+def test_ctrl_c_while_the_sweep_plans_ends_it_with_130_and_writes_nothing(tmp_path):
+    before = snapshot(tmp_path)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweep.py"), "gls", "--slots", "2", *FAST,
+                             "--result_dir", str(tmp_path / "results")], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # importing the scripts (torch) takes longer
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err == "interrupted before any run started; nothing was written\n" and out == ""
+    assert snapshot(tmp_path) == before
+
 def training_pids(marker):
     """Processes (not zombies) whose command line contains `marker`."""
     pids = []
