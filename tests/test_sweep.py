@@ -465,8 +465,6 @@ def test_stale_runs_stop_the_sweep_before_anything_starts(load_sweep, tmp_path, 
     assert snapshot(results) == before  # no log, no outcomes.tsv, no run touched
 
 
-@pytest.mark.xfail(strict=True, reason="utils.identity.what_changed compares the data fingerprints "
-                                        "with the code record, so a change of data is not seen yet")
 def test_runs_made_from_other_data_are_stale(load_sweep, tmp_path):
     results, args, runs = copy_of(load_sweep, tmp_path)
     warmup = next(d for d, s in runs.items() if s == "main_warmup.py")
