@@ -5,14 +5,15 @@
       prepare                   data, noisy labels, networks, loaders, the method: every
                                 check that can refuse the run, before a file is written
       begin                     write the folder's config and labels, or load last.pt
-      train                     epoch by epoch: the method's steps, evaluation, metrics.csv,
-                                summary.json, checkpoints; divergence and signals end it cleanly
+      train                     epoch by epoch: the method's steps, evaluation, metrics.csv
+                                (and TensorBoard events), summary.json (with per-class
+                                results), checkpoints; divergence and signals end it cleanly
 
 Speed rules of the loop: data come from a DeviceLoader already on the device (on
 Clothing1M from worker processes decoding JPEGs, data/clothing1m.py); the step never
 copies to the host: metrics accumulate in device tensors (utils/metrics.py) read once per
 epoch, the divergence flag every --print_freq steps. Autocast only with --precision
-bf16/fp16; channels-last and cuDNN autotuning on CUDA (core/device.py).
+bf16/fp16; channels-last and cuDNN autotuning on CUDA unless --deterministic (core/device.py).
 """
 import math
 import os

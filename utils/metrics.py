@@ -144,7 +144,7 @@ def evaluate(model, loader, autocast, n_bins=ECE_BINS, confusion=None):
         b = (conf * n_bins).ceil().long().clamp(1, n_bins) - 1
         bins.index_add_(1, b, torch.stack([correct, conf.double()]))
         if confusion is not None:
-            confusion.view(-1).scatter_add_(0, y * confusion.shape[1] + pred, torch.ones_like(y))
+            confusion.view(-1).scatter_add_(0, y * confusion.shape[1] + pred, torch.ones_like(pred))
         n += len(y)
     model.train(was_training)
     correct, loss, conf, ece = torch.cat([totals, (bins[0] - bins[1]).abs().sum()[None]]).tolist()
