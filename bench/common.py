@@ -66,7 +66,7 @@ def project_forward(model, batches, autocast, precision, compile_model):
 def project_step(model, forward, optimizer, method, autocast, stats, precision="fp32"):
     """The engine's step (the method's train_step on a RunState) and its per-step bookkeeping
     (utils.metrics.EpochStats: metrics accumulate on the device, no sync)."""
-    device = stats.counts.device
+    device = stats.device
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     run = RunState.for_model(model, optimizer, device, forward=forward, scaler=scaler, autocast=autocast,
                              method=method)

@@ -2,6 +2,7 @@
 import contextlib
 import os
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -57,11 +58,28 @@ def autocast_for(device, precision):
 
 
 def check_precision(device, precision):
-    """bf16 needs a GPU that has it (Ampere or newer); fp16's gradient scaler needs a device
-    whose autocast has float16."""
+    """bf16 needs a GPU that has it (Ampere or newer); fp16 needs torch.amp.GradScaler
+    (torch >= 2.3) and a device whose autocast computes in float16 (every CUDA GPU; the
+    CPU in recent torch)."""
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError(f"--precision bf16: {device_name(device)} has no bf16; use --precision fp16 "
                         "(float16 with a gradient scaler) or fp32")
+    if precision == "fp16" and not hasattr(torch.amp, "GradScaler"):
+        raise UserError(f"--precision fp16 needs torch.amp.GradScaler, which torch {torch.__version__} "
+                        "lacks: install torch 2.3 or newer, or use --precision fp32")
+    if precision == "fp16" and device.type != "cuda" and not autocast_computes_in(device, torch.float16):
+        raise UserError(f"--precision fp16: this torch {torch.__version__} has no float16 autocast on "
+                        f"{device_name(device)}; use --precision fp32 (or bf16), or a newer torch")
+
+
+def autocast_computes_in(device, dtype):
+    """Whether a matmul under torch.autocast(device, dtype) comes out in `dtype`: autocast
+    disables itself, with a warning, where the device has no such kernels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.autocast(device.type, dtype=dtype):
+            out = torch.ones(1, 1, device=device) @ torch.ones(1, 1, device=device)
+    return out.dtype == dtype
 
 
 def speed_settings(device, precision, deterministic=False):
@@ -80,12 +98,28 @@ def speed_settings(device, precision, deterministic=False):
     strict = precision == "fp32_strict"
     torch.backends.cudnn.allow_tf32 = not strict
     torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default; fp32 matmuls stay fp32
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_cublas_workspace(deterministic)
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
     torch.backends.cudnn.deterministic = deterministic
     return autocast_for(device, precision), device.type == "cuda"
+
+
+CUBLAS_DETERMINISTIC = ":4096:8"
+_cublas_set_here = False
+
+
+def set_cublas_workspace(deterministic):
+    """CUBLAS_WORKSPACE_CONFIG=:4096:8, which deterministic cuBLAS needs (CUDA >= 10.2), for a
+    deterministic run; taken back for a later run of the same process without the flag.
+    A value the user set is left alone."""
+    global _cublas_set_here
+    if deterministic and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+        _cublas_set_here = True
+    elif not deterministic and _cublas_set_here:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        _cublas_set_here = False
 
 
 @torch.no_grad()

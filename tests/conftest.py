@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from methods.gls import GLS
 from methods.sln import SLN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,3 +127,16 @@ class InterruptedSLN(SLN):
         super().start_epoch(epoch, run)
         if epoch == self.stop:
             signal.raise_signal(signal.SIGINT)
+
+
+class InterruptedGLS(GLS):
+    """methods.GLS whose process receives `signum` (SIGTERM, as a scheduler sends) as epoch
+    `stop` (0-based) starts: the engine stops after the previous epoch."""
+
+    def __init__(self, *args, stop, signum=signal.SIGTERM, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop, self.signum = stop, signum
+
+    def start_epoch(self, epoch, run):
+        if epoch == self.stop:
+            signal.raise_signal(self.signum)

@@ -1,8 +1,9 @@
 """Checkpoints: what they hold, the checks before one is loaded, and every RNG state.
 
 last.pt   the main network (model, optimizer, fp16 scaler), the networks a method added,
-          the method's state, the run's progress, every RNG state, and what identifies the
-          run's noisy labels and model: a resumed run goes on exactly where it stopped.
+          the method's state, the run's progress (rows, the best epoch's per-class results),
+          every RNG state, and what identifies the run's noisy labels and model: a resumed
+          run goes on exactly where it stopped.
 best.pt   the weights at the best selection accuracy (and the extra evaluated models').
 """
 import random

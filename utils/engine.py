@@ -5,17 +5,19 @@
       prepare                   data, noisy labels, networks, loaders, the method: every
                                 check that can refuse the run, before a file is written
       begin                     write the folder's config and labels, or load last.pt
-      train                     epoch by epoch: the method's steps, evaluation, metrics.csv,
-                                summary.json, checkpoints; divergence and signals end it cleanly
+      train                     epoch by epoch: the method's steps, evaluation, metrics.csv
+                                (and TensorBoard events), summary.json (with per-class
+                                results), checkpoints; divergence and signals end it cleanly
 
 Speed rules of the loop: data come from a DeviceLoader already on the device (on
 Clothing1M from worker processes decoding JPEGs, data/clothing1m.py); the step never
 copies to the host: metrics accumulate in device tensors (utils/metrics.py) read once per
 epoch, the divergence flag every --print_freq steps. Autocast only with --precision
-bf16/fp16; channels-last and cuDNN autotuning on CUDA (core/device.py).
+bf16/fp16; channels-last and cuDNN autotuning on CUDA unless --deterministic (core/device.py).
 """
 import math
 import os
+import re
 import signal
 import time
 
@@ -36,7 +38,8 @@ from . import identity as ident
 from .checkpoints import (best_checkpoint, label_identity, last_checkpoint, load_init_weights,
                           load_resume_state, restore)
 from .compile_check import check_compiled
-from .metrics import Diverged, EpochStats, evaluate, format_row, summarize_rows
+from .metrics import (Diverged, EpochStats, TensorBoardLog, check_tensorboard, evaluate, format_row,
+                      per_class_record, summarize_rows)
 from .results import claim_run_folder, clear, run_dir
 from .state import Network, RunState
 
@@ -133,6 +136,8 @@ def prepare(cfg, config, script, method, folder, action, init_from):
     happens here, before its folder is written."""
     device = pick_device(cfg.device)
     autocast, channels_last = speed_settings(device, cfg.precision, cfg.deterministic)
+    if cfg.tensorboard:
+        check_tensorboard()
     spec = dataset_spec(cfg.dataset)
     check_memory(cfg, spec, device)
     seed_everything(cfg.seed)
@@ -294,11 +299,14 @@ def train(run, folder, guard):
                        initial_test_acc=(run.initial or {}).get("test_acc"), **extra)
         if run.kept_stale_log:
             summary["kept_stale"] = run.kept_stale_log
+        if run.per_class.get("best"):  # None when resumed from a checkpoint that predates it
+            summary["per_class"] = run.per_class
         summary["config"], summary["made_by"] = run.config, run.made_by
         folder.write_json("summary.json", summary)
 
     write_summary("running")
     bound = cfg.loss_bound if cfg.loss_bound > 0 else math.inf
+    board = TensorBoardLog(folder.file("tensorboard"), run.epoch, run.rows) if cfg.tensorboard else None
     try:
         for epoch in range(run.epoch, cfg.n_epoch):
             started = time.time()
@@ -319,16 +327,21 @@ def train(run, folder, guard):
             if not train_one_epoch(run, stats, epoch + 1, guard, cfg.print_freq,
                                    desc=f"epoch {epoch + 1}/{cfg.n_epoch}"):
                 break
-            row = {"epoch": epoch + 1, "lr": lr, **stats.row(), **method.epoch_columns(), **evaluate_all(run)}
+            confusion = torch.zeros(run.num_classes, run.num_classes, dtype=torch.int64, device=run.device)
+            row = {"epoch": epoch + 1, "lr": lr, **stats.row(), **method.epoch_columns(),
+                   **evaluate_all(run, confusion)}
             if run.train_probs_sum is not None:
                 logits, _ = run.predict(run.model)
                 run.train_probs_sum += torch.softmax(logits.double(), dim=1).cpu()
             row["epoch_time_s"] = round(time.time() - started, 3)
             run.rows.append(row)
+            run.record_per_class(per_class_record(epoch + 1, confusion, stats.per_class()))
             run.epoch = epoch + 1
             run.wall_time_s += time.time() - started
             print(format_row(row, cfg.n_epoch), flush=True)
             save_epoch(run, folder)
+            if board:
+                board.add(row)
             write_summary("running")
     except Diverged as d:
         write_summary("diverged", diverged_epoch=d.epoch, diverged_step=d.step, diverged_loss=d.loss)
@@ -341,10 +354,12 @@ def train(run, folder, guard):
         print(f"results: {folder.path}")
         return EXIT_DIVERGED
     except RuntimeError as exc:
-        if guard.signum is None and "deterministic" in str(exc):
+        operation = nondeterministic_operation(exc) if cfg.deterministic else None
+        if guard.signum is None and operation:
             write_summary("failed", error=str(exc).splitlines()[0])
-            raise UserError(f"--deterministic: {str(exc).splitlines()[0]} Train without --deterministic, "
-                            "or on a device where the operation has a deterministic implementation") from None
+            raise UserError(f"--deterministic: {operation} has no deterministic implementation on "
+                            f"{device_name(run.device)}, so the run stopped at epoch {run.epoch + 1}. Train "
+                            "without --deterministic, or on a device where it has one") from None
         if guard.signum is None:
             write_summary("failed", error=f"{exc.__class__.__name__}: {exc}")
             raise
@@ -358,6 +373,9 @@ def train(run, folder, guard):
     except BaseException as exc:
         write_summary("failed", error=f"{exc.__class__.__name__}: {exc}")
         raise
+    finally:
+        if board:
+            board.close()
     if guard.signum is not None:
         write_summary("interrupted")
         print(f"interrupted (signal {guard.signum}) after {run.epoch} complete epochs; "
@@ -390,14 +408,26 @@ def train_one_epoch(run, stats, epoch, guard, check_every, desc=""):
     return True
 
 
-def evaluate_all(run):
+def evaluate_all(run, test_confusion=None):
     """{'test_acc': .., 'test_ece': .., 'test_acc_ema': ..} for the main model, the networks a
-    method added and the method's extra models."""
+    method added and the method's extra models; the main model's test predictions are
+    counted into `test_confusion` when given (evaluate)."""
     models = {"": run.model, **{f"_{k}": n.model for k, n in run.networks.items() if k},
               **{f"_{k}": m for k, m in run.method.eval_models().items()}}
-    return {f"{split}_{metric}{suffix}": value
-            for suffix, m in models.items() for split, loader in run.eval_splits.items()
-            for metric, value in evaluate(m, loader, run.autocast).items()}
+    columns = {}
+    for suffix, model in models.items():
+        for split, loader in run.eval_splits.items():
+            confusion = test_confusion if (suffix, split) == ("", "test") else None
+            for metric, value in evaluate(model, loader, run.autocast, confusion=confusion).items():
+                columns[f"{split}_{metric}{suffix}"] = value
+    return columns
+
+
+def nondeterministic_operation(exc):
+    """The operation torch names in the error it raises under use_deterministic_algorithms
+    ("put_ does not have a deterministic implementation, but you set ..."), else None."""
+    match = re.search(r"(\S+) does not have a deterministic implementation", str(exc))
+    return match.group(1) if match else None
 
 
 def save_epoch(run, folder):

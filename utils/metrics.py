@@ -1,11 +1,15 @@
 """Metrics of a run: the training columns counted from the step's logits (EpochStats), the
-evaluation of a model (accuracy, loss, confidence, ECE), and summary.json's best and last
-values. Everything accumulates on the device; one host sync per epoch or evaluation.
+evaluation of a model (accuracy, loss, confidence, ECE, confusion matrix), summary.json's
+best and last values and per-class results, and the TensorBoard copy of metrics.csv.
+Everything accumulates on the device; one host sync per epoch or evaluation.
 """
 import math
+import os
 
 import torch
 import torch.nn.functional as F
+
+from errors import UserError
 
 ECE_BINS = 15
 
@@ -18,20 +22,23 @@ class Diverged(Exception):
 
 class EpochStats:
     """One epoch's training metrics, accumulated on the device from the logits the step
-    already has: no extra pass over the data and no host sync until row().
+    already has: no extra pass over the data and no host sync until it is read.
 
     Each sample falls in one of 8 cells, code = clean + 2 * fits_noisy + 4 * fits_true
-    (clean: its noisy label is the true one; fits_*: the prediction equals that label);
-    the cells' counts give every column. `true_labels` None (Clothing1M) counts train_acc
-    only; a true label of -1 (an open-set image: no class of the data set) is never hit.
+    (clean: its noisy label is the true one; fits_*: the prediction equals that label),
+    counted per true class: counts[c, code], c = 0..K-1 (K the logits' columns), and row
+    K for the images of no class (true label -1, open-set) or for every image when the
+    true labels are unknown (`true_labels` None, Clothing1M: train_acc only). The cells'
+    counts give every column, globally (row()) and per true class (per_class()).
     """
 
     def __init__(self, device, true_labels=None, loss_bound=math.inf):
-        self.true, self.bound = true_labels, loss_bound
+        self.device, self.true, self.bound = device, true_labels, loss_bound
         self.loss_sum = torch.zeros((), device=device)
-        self.counts = torch.zeros(8, dtype=torch.int64, device=device)
+        self.counts = None  # (K + 1, 8), made at the first step, when K is known
         self.bad_step = torch.full((), -1, dtype=torch.int64, device=device)
         self.bad_loss = torch.zeros((), device=device)
+        self._host = None
 
     @torch.no_grad()
     def add(self, step, loss, logits, labels, idx):
@@ -39,12 +46,18 @@ class EpochStats:
         self.bad_step = torch.where(first_bad, step, self.bad_step)
         self.bad_loss = torch.where(first_bad, loss, self.bad_loss)
         self.loss_sum += loss * len(labels)
+        k = logits.shape[1]
+        if self.counts is None:
+            self.counts = torch.zeros(k + 1, 8, dtype=torch.int64, device=self.device)
         pred = logits.argmax(1)
         code = 2 * (pred == labels)
-        if self.true is not None:
+        if self.true is None:
+            code = code + 8 * k
+        else:
             true = self.true[idx]
-            code = code + (labels == true) + 4 * (pred == true)
-        self.counts.scatter_add_(0, code, torch.ones_like(code))
+            # true % (K + 1) is the class, and K for -1 (an image of no class)
+            code = code + (labels == true) + 4 * (pred == true) + 8 * (true % (k + 1))
+        self.counts.view(-1).scatter_add_(0, code, torch.ones_like(code))
 
     def check(self, epoch):
         """Raise Diverged if a step's loss was non-finite or beyond the bound (one sync)."""
@@ -52,29 +65,69 @@ class EpochStats:
         if step >= 0:
             raise Diverged(epoch, step, self.bad_loss.item())
 
+    def read(self):
+        """The counts on the host, (K + 1) lists of 8: copied once, when the epoch is over."""
+        if self._host is None:
+            self._host = [[0] * 8] if self.counts is None else self.counts.tolist()
+        return self._host
+
     def row(self):
         """train_loss, train_acc and, with true labels, train_acc_true, fit_clean,
         mem_noisy, fix_noisy (percent; None where no sample falls in the group)."""
-        c = self.counts.tolist()
+        c = [sum(cells) for cells in zip(*self.read())]
         n = sum(c)
-        part = lambda test: sum(v for k, v in enumerate(c) if test(k))  # noqa: E731
-        pct = lambda a, b: 100.0 * a / b if b else None  # noqa: E731
-        row = {"train_loss": self.loss_sum.item() / n, "train_acc": pct(part(lambda k: k & 2), n)}
+        row = {"train_loss": self.loss_sum.item() / n, "train_acc": percent(cell_sum(c, FITS_NOISY), n)}
         if self.true is not None:
-            n_clean = part(lambda k: k & 1)
-            row.update(train_acc_true=pct(part(lambda k: k & 4), n),
-                       fit_clean=pct(part(lambda k: k & 1 and k & 2), n_clean),
-                       mem_noisy=pct(part(lambda k: not k & 1 and k & 2), n - n_clean),
-                       fix_noisy=pct(part(lambda k: not k & 1 and k & 4), n - n_clean))
+            n_clean = cell_sum(c, CLEAN)
+            row.update(train_acc_true=percent(cell_sum(c, FITS_TRUE), n),
+                       fit_clean=percent(cell_sum(c, CLEAN_FIT), n_clean),
+                       mem_noisy=percent(cell_sum(c, NOISY_FIT), n - n_clean),
+                       fix_noisy=percent(cell_sum(c, NOISY_FIXED), n - n_clean))
         return row
+
+    def per_class(self):
+        """Per true class c (lists of K): train_fit_clean[c], the percent of the samples of
+        class c with a correct label predicted as that label, among train_n_clean[c];
+        train_mem_noisy[c], the percent of those with a wrong label predicted as the wrong
+        label, among train_n_noisy[c]; None where the count is 0. {} without true labels.
+        Open-set images belong to no class: they count in row() alone.
+        With n the counts: fit_clean = sum_c fit_clean[c] * n_clean[c] / sum_c n_clean[c]."""
+        if self.true is None:
+            return {}
+        classes = self.read()[:-1]
+        n_clean = [cell_sum(c, CLEAN) for c in classes]
+        n_noisy = [sum(c) - n for c, n in zip(classes, n_clean)]
+        return {"train_fit_clean": [percent(cell_sum(c, CLEAN_FIT), n) for c, n in zip(classes, n_clean)],
+                "train_n_clean": n_clean,
+                "train_mem_noisy": [percent(cell_sum(c, NOISY_FIT), n) for c, n in zip(classes, n_noisy)],
+                "train_n_noisy": n_noisy}
+
+
+# Groups of EpochStats' cells, by the bits of code = clean + 2 * fits_noisy + 4 * fits_true.
+FITS_NOISY = [k for k in range(8) if k & 2]
+FITS_TRUE = [k for k in range(8) if k & 4]
+CLEAN = [k for k in range(8) if k & 1]
+CLEAN_FIT = [k for k in CLEAN if k & 2]
+NOISY_FIT = [k for k in FITS_NOISY if not k & 1]
+NOISY_FIXED = [k for k in FITS_TRUE if not k & 1]
+
+
+def cell_sum(cells, group):
+    return sum(cells[k] for k in group)
+
+
+def percent(a, b):
+    return 100.0 * a / b if b else None
 
 
 @torch.no_grad()
-def evaluate(model, loader, autocast, n_bins=ECE_BINS):
+def evaluate(model, loader, autocast, n_bins=ECE_BINS, confusion=None):
     """acc (top-1), loss (mean cross-entropy), conf (mean max-softmax) and ece (expected
     calibration error over `n_bins` equal-width confidence bins, bin b holding the
     confidences in (b/n, (b+1)/n]: sum_b |correct_b - conf_b| / N), all but loss in
-    percent. Accumulated on the device; one host sync at the end."""
+    percent. Accumulated on the device; one host sync at the end. `confusion`, a (K, K)
+    int64 tensor on the device, gets the count of each (true class, predicted class)
+    added when given; the caller reads it."""
     was_training = model.training
     model.eval()
     device = loader.device
@@ -90,12 +143,24 @@ def evaluate(model, loader, autocast, n_bins=ECE_BINS):
                                conf.double().sum()])
         b = (conf * n_bins).ceil().long().clamp(1, n_bins) - 1
         bins.index_add_(1, b, torch.stack([correct, conf.double()]))
+        if confusion is not None:
+            confusion.view(-1).scatter_add_(0, y * confusion.shape[1] + pred, torch.ones_like(pred))
         n += len(y)
     model.train(was_training)
     correct, loss, conf, ece = torch.cat([totals, (bins[0] - bins[1]).abs().sum()[None]]).tolist()
     n = max(n, 1)
     return {"acc": 100.0 * correct / n, "loss": loss / n, "conf": 100.0 * conf / n,
             "ece": 100.0 * ece / n}
+
+
+def per_class_record(epoch, confusion, train):
+    """summary.json's per_class entry of one epoch: the test confusion matrix (row = true
+    class, column = predicted; counts), test_acc[c] = 100 * confusion[c, c] / sum_j
+    confusion[c, j] (None for a class without test images) and `train`, the training
+    columns per true class (EpochStats.per_class). Reads the matrix: one host sync."""
+    matrix = confusion.tolist()
+    acc = [percent(row[c], sum(row)) for c, row in enumerate(matrix)]
+    return {"epoch": epoch, "test_acc": acc, "test_confusion": matrix, **train}
 
 
 # Columns reported at the last epoch and at the best epoch (of test_acc, or of
@@ -135,3 +200,46 @@ def format_row(row, n_epoch):
     accs = " ".join(f"{k} {v:.2f}" for k, v in row.items() if "_acc" in k and v is not None)
     return (f"epoch {row['epoch']}/{n_epoch} lr {row['lr']:.3g} loss {row['train_loss']:.4f} "
             f"{accs} ({row['epoch_time_s']:.1f}s)")
+
+
+# ---------------------------------------------------------------- TensorBoard
+
+def check_tensorboard():
+    """--tensorboard needs the tensorboard package: refuse the run before it writes anything."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                        "(it is in requirements.txt), or train without --tensorboard") from None
+
+
+class TensorBoardLog:
+    """--tensorboard: each metrics.csv row as scalars named as its columns, at step = epoch,
+    in event files of `path` (<run folder>/tensorboard).
+
+    `resumed_after`: the epoch of the checkpoint a resumed run continues from. Epochs after
+    it may already have events, written before an interruption that came ahead of their
+    checkpoint; the run writes them again, and a purge mark at the first of them
+    (SummaryWriter's purge_step) makes TensorBoard's reader drop the older ones, so each
+    step has one value. A resumed run that wrote no events before (--tensorboard turned on
+    at the resume) first writes the rows it carries.
+    """
+
+    def __init__(self, path, resumed_after=0, rows=()):
+        from torch.utils.tensorboard import SummaryWriter
+
+        earlier = os.path.isdir(path) and any(n.startswith("events.") for n in os.listdir(path))
+        purge = resumed_after + 1 if resumed_after and earlier else None
+        self.writer = SummaryWriter(path, purge_step=purge)
+        if not earlier:
+            for row in rows:
+                self.add(row)
+
+    def add(self, row):
+        for name, value in row.items():
+            if name != "epoch" and value is not None:
+                self.writer.add_scalar(name, value, global_step=row["epoch"])
+        self.writer.flush()  # on disk with the epoch's metrics.csv row, whatever ends the run
+
+    def close(self):
+        self.writer.close()

@@ -72,6 +72,7 @@ class RunState:
     rows: list = field(default_factory=list)
     wall_time_s: float = 0.0
     initial: dict = None
+    per_class: dict = field(default_factory=dict)  # summary.json's {"best": .., "last": ..}
     train_probs_sum: torch.Tensor = None
     init_from: str = None
     kept_stale: list = field(default_factory=list)      # what changed, resumed with --keep_stale
@@ -131,13 +132,21 @@ class RunState:
     def progress(self):
         """What last.pt carries forward (its "state")."""
         state = {"epoch": self.epoch, "rows": self.rows, "wall_time_s": self.wall_time_s,
-                 "initial": self.initial}
+                 "initial": self.initial, "per_class": self.per_class}
         if self.train_probs_sum is not None:
             state["train_probs_sum"] = self.train_probs_sum
         return state
 
+    def record_per_class(self, record):
+        """The per-class record (utils.metrics.per_class_record) of the epoch just added to
+        rows: it is the last, and the best when its test accuracy beats every earlier
+        epoch's (the first epoch reaching the maximum, summarize_rows' best_epoch)."""
+        best = all(self.rows[-1]["test_acc"] > row["test_acc"] for row in self.rows[:-1])
+        self.per_class = {"best": record if best else self.per_class.get("best"), "last": record}
+
     def load_progress(self, state):
         self.epoch, self.rows = state["epoch"], state["rows"]
         self.wall_time_s, self.initial = state["wall_time_s"], state["initial"]
+        self.per_class = state.get("per_class", {})  # a checkpoint of older code has none
         if "train_probs_sum" in state:
             self.train_probs_sum = state["train_probs_sum"]
