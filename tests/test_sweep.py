@@ -586,7 +586,7 @@ def test_bad_sweep_options_are_one_error_line_and_nothing_written(tmp_path, kind
     (["--noise_file", "labels\n.csv", "--result_dir", "{tmp}/r"], "--noise_file 'labels\\n.csv' holds a line break"),
     (["--grid", "lr='0.1\n'", "--result_dir", "{tmp}/r"], "--grid lr=...: --lr '0.1\\n' holds a line break"),
     (["--warmup_args", "--data_root '\td'", "--result_dir", "{tmp}/r"], "--warmup_args: --data_root '\\td'"),
-    (["--result_dir", "{tmp}/" + "n" * 300], "has 300 bytes, and this file system allows"),
+    (["--result_dir", "{tmp}/" + "n" * 300], "has 300 bytes, more than the system's limit of 255"),
     (["--result_dir", "{tmp}/" + "/".join(["d" * 250] * 16)], "would exceed this system's limit"),
     (["--result_dir", "{tmp}/" + "/".join(["d" * 250] * 15) + "/" + "d" * 150, "--log_dir", "{tmp}/logs"],
      "the run folder"),

@@ -15,6 +15,7 @@ copies to the host: metrics accumulate in device tensors (utils/metrics.py) read
 epoch, the divergence flag every --print_freq steps. Autocast only with --precision
 bf16/fp16; channels-last and cuDNN autotuning on CUDA unless --deterministic (core/device.py).
 """
+import contextlib
 import math
 import os
 import re
@@ -177,13 +178,14 @@ def prepare(cfg, config, script, method, folder, action, init_from):
     run.eval_splits = {"test": data.eval_loader("test", cfg.test_batch_size, device, channels_last)}
     if data.has_val:
         run.eval_splits["val"] = data.eval_loader("val", cfg.test_batch_size, device, channels_last)
-    method.setup(run)
-    if resume_from is not None:
-        restore(run, resume_from, folder.file("last.pt"))
-    else:  # the accuracy before the first step; it also reads every evaluation image once
-        run.initial = evaluate_all(run)
-        if cfg.record_train_probs:  # the sum over epochs of the train softmax
-            run.train_probs_sum = torch.zeros(len(run.noisy_labels), data.num_classes, dtype=torch.float64)
+    with refusing_nondeterminism(cfg.deterministic):  # before anything is written: a refusal
+        method.setup(run)
+        if resume_from is not None:
+            restore(run, resume_from, folder.file("last.pt"))
+        else:  # the accuracy before the first step; it also reads every evaluation image once
+            run.initial = evaluate_all(run)
+            if cfg.record_train_probs:  # the sum over epochs of the train softmax
+                run.train_probs_sum = torch.zeros(len(run.noisy_labels), data.num_classes, dtype=torch.float64)
     return run
 
 
@@ -421,6 +423,21 @@ def evaluate_all(run, test_confusion=None):
             for metric, value in evaluate(model, loader, run.autocast, confusion=confusion).items():
                 columns[f"{split}_{metric}{suffix}"] = value
     return columns
+
+
+@contextlib.contextmanager
+def refusing_nondeterminism(enabled):
+    """Under --deterministic, torch's error for an operation without a deterministic
+    implementation becomes a UserError naming it."""
+    try:
+        yield
+    except RuntimeError as exc:
+        operation = nondeterministic_operation(exc) if enabled else None
+        if operation is None:
+            raise
+        raise UserError(f"--deterministic: {operation} has no deterministic implementation on this "
+                        "device (met before the first step; nothing was written). Train without "
+                        "--deterministic, or on a device where it has one") from None
 
 
 def nondeterministic_operation(exc):
