@@ -3,6 +3,7 @@ about it, on digits with 40% symmetric noise, in about three minutes on a free 2
 
     python demo.py            # reuses the finished runs under results/demo
     python demo.py --fresh    # deletes results/demo first and trains everything again
+    python demo.py --result_dir results/demo-other   # another folder, e.g. for another torch
 
 Runs, 3 seeds each, on 2 CPU slots (sweep.py), then summarize.py (tables, paired
 differences, memorisation curves in results/demo/summary):
@@ -16,7 +17,7 @@ baseline: mean and 95% t-interval over the 3 seeds.
 
 The released protocols are sized for CIFAR on a GPU; the demo keeps their losses and
 changes only what makes a 1,437-image set show the effects in a few minutes:
-- ResNet-18 at width 16: wide enough to memorise 575 wrong labels within 60 epochs,
+- ResNet-18 at width 16: wide enough to memorise the ~580 wrong labels within 60 epochs,
   small enough for a CPU (width 8 had fit only 11% of them after 80 epochs);
 - lr 0.02 constant with momentum 0.9, batch 128, no weight decay, for the warm-up and
   the from-scratch runs: at this rate CE starts memorising after about 40 epochs;
@@ -32,6 +33,7 @@ import csv
 import glob
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -45,13 +47,37 @@ SEEDS = "0 1 2"
 COMMON = ["--dataset", "digits", "--model", "resnet18", "--width", "16", "--batch_size", "128",
           "--test_batch_size", "512", "--weight_decay", "0"]
 
-GLS_SWEEP = ["sweep.py", "gls", "--slots", "2", "--seeds", SEEDS, "--mode", "load",
-             "--noise", "symmetric:0.4", "--smooth_rates", "0.0 0.4 -0.4",
-             "--warmup_args", "--n_epoch 60 --lr 0.02 --momentum 0.9 --lr_milestones",
-             *COMMON, "--n_epoch", "40", "--lr", "0.005", "--result_dir", RESULTS]
-SLN_SWEEP = ["sweep.py", "sln", "--slots", "2", "--seeds", SEEDS, "--noise", "sym:0.4", "--sigmas", "0.0 0.5",
-             *COMMON, "--num_class", "10", "--epochs", "60", "--lr", "0.02", "--ema_decay", "0.99",
-             "--correction", "-1", "--result_dir", RESULTS]
+
+def sweeps(results):
+    """The demo's two sweep command lines, writing under `results`."""
+    gls = ["sweep.py", "gls", "--slots", "2", "--seeds", SEEDS, "--mode", "load",
+           "--noise", "symmetric:0.4", "--smooth_rates", "0.0 0.4 -0.4",
+           "--warmup_args", "--n_epoch 60 --lr 0.02 --momentum 0.9 --lr_milestones",
+           *COMMON, "--n_epoch", "40", "--lr", "0.005", "--result_dir", results]
+    sln = ["sweep.py", "sln", "--slots", "2", "--seeds", SEEDS, "--noise", "sym:0.4", "--sigmas", "0.0 0.5",
+           *COMMON, "--num_class", "10", "--epochs", "60", "--lr", "0.02", "--ema_decay", "0.99",
+           "--correction", "-1", "--result_dir", results]
+    return gls, sln
+
+
+def cpu_name():
+    """The CPU's model name (Linux /proc/cpuinfo, else what platform knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment():
+    """One line naming what the numbers depend on: torch, the CPU and the kernels torch picked."""
+    import torch
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (f"torch {torch.__version__}, {cpu_name()} (ATen CPU kernels: {capability}), "
+            f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
 
 # (row label, script, method tag, column suffix: "" the model, "_ema" its momentum model)
 ROWS = [
@@ -118,10 +144,22 @@ def print_table(summary, paired):
     return missing
 
 
-def memorisation(script, method):
+def wrong_labels(results):
+    """The number of wrongly labelled training images of the demo's noise (from noise.json)."""
+    import numpy as np
+    for path in sorted(glob.glob(os.path.join(results, "main_warmup", "*", "noise.json"))):
+        with open(path) as f:
+            rate = json.load(f).get("actual_noise_rate")
+        labels = os.path.join(os.path.dirname(path), "noisy_labels.npy")
+        if rate is not None and os.path.exists(labels):
+            return round(rate * len(np.load(labels)))
+    return None
+
+
+def memorisation(results, script, method):
     """Mean over seeds of (best epoch, mem_noisy there, last mem_noisy, best test acc, last)."""
     values = []
-    for path in glob.glob(os.path.join(RESULTS, script, "*", "summary.json")):
+    for path in glob.glob(os.path.join(results, script, "*", "summary.json")):
         with open(path) as f:
             s = json.load(f)
         if s.get("status") == "finished" and s.get("method") == method and "last_mem_noisy" in s:
@@ -130,10 +168,10 @@ def memorisation(script, method):
     return [sum(v) / len(v) for v in zip(*values)] if values else None
 
 
-def print_memorisation():
+def print_memorisation(results):
     print("\nMemorisation (mean over seeds): at the epoch of best test accuracy, then at the last epoch")
     for label, script, method, suffix in ROWS:
-        m = None if suffix else memorisation(script, method)
+        m = None if suffix else memorisation(results, script, method)
         if m:
             print(f"  {label}: mem_noisy {m[1]:.1f}% at epoch {m[0]:.0f} (test {m[3]:.1f}%), "
                   f"{m[2]:.1f}% at the end (test {m[4]:.1f}%)")
@@ -141,24 +179,29 @@ def print_memorisation():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fresh", action="store_true", help=f"delete {RESULTS} first and train everything again")
+    p.add_argument("--fresh", action="store_true", help="delete the demo's results first and train everything again")
+    p.add_argument("--result_dir", default=RESULTS, help="where the demo's runs and tables go")
     args = p.parse_args(argv)
     os.chdir(ROOT)
-    if args.fresh and os.path.isdir(RESULTS):
-        shutil.rmtree(RESULTS)
+    results = args.result_dir
+    if args.fresh and os.path.isdir(results):
+        shutil.rmtree(results)
     started = time.time()
     print(__doc__.split("\n\n")[0] + "\n")
-    print(f"Finished runs under {RESULTS} are reused (python demo.py --fresh trains again).\n")
-    failed = [" ".join(c[:2]) for c in (GLS_SWEEP, SLN_SWEEP) if run_sweep(c) != 0]
+    print(f"Finished runs under {results} are reused (python demo.py --fresh trains again).\n")
+    failed = [" ".join(c[:2]) for c in sweeps(results) if run_sweep(c) != 0]
 
-    out = os.path.join(RESULTS, "summary")
-    _, unfinished, plots = summarize.summarize(RESULTS, out, curves=CURVES)
+    out = os.path.join(results, "summary")
+    _, unfinished, plots = summarize.summarize(results, out, curves=CURVES)
     summary, paired = read_results(out)
-    print(f"\nDigits, 40% symmetric noise, ResNet-18 width 16; test accuracy, mem_noisy (share of the "
-          f"wrongly labelled training images predicted as their wrong label) and ECE in %, mean ± sd "
-          f"over seeds {SEEDS.replace(' ', ', ')}; differences paired by seed:")
+    wrong = wrong_labels(results)
+    print(f"\nDigits, 40% symmetric noise ({wrong} of 1,437 training labels wrong), ResNet-18 width 16; "
+          f"test accuracy, mem_noisy (share of the wrongly labelled training images predicted as their "
+          f"wrong label) and ECE in %, mean ± sd over seeds {SEEDS.replace(' ', ', ')}; differences "
+          f"paired by seed:")
+    print(f"Made with {environment()}.\n")
     missing = print_table(summary, paired)
-    print_memorisation()
+    print_memorisation(results)
     print(f"\nfull tables: {out}/summary.md, {out}/paired.csv; plots:")
     for path in plots:
         print(f"  {path}")

@@ -196,3 +196,14 @@ def test_compiled_run_trains_like_the_eager_run(tmp_path):
     for a, b in zip(compiled, eager):  # after a step, float rounding may differ slightly
         assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), rel=1e-3)
         assert float(a["test_acc"]) == pytest.approx(float(b["test_acc"]), abs=1.0)
+
+
+def test_identity_bench_times_the_fingerprint_of_the_data_it_made(tmp_path):
+    """bench/identity.py writes its figures; its data are the size asked for."""
+    out = tmp_path / "identity.json"
+    proc = run_cli("bench/identity.py", "--images", "500", "--image_size", "8", "--rounds", "2", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    result = read_json(out)
+    assert result["data_bytes"] == 500 * 3 * 8 * 8 + 100 * 3 * 8 * 8 + 600 * 8
+    assert len(result["data_fingerprint_s"]) == 2 and all(t > 0 for t in result["data_fingerprint_s"])
+    assert result["source_files"] > 10
