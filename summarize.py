@@ -51,6 +51,7 @@ symbolic link: skipped); bad arguments end with "error: ..." and exit status 2. 
 output is written atomically: a full disk leaves the previous file, never half of one.
 
     python summarize.py results --out results/summary --curves NLS --confusion "NLS r=-2"
+    python summarize.py results --paper gls-cifar10 [--parts]    a paper's table (docs/PAPERS.md)
 """
 import argparse
 import csv

@@ -7,12 +7,14 @@ SLURM job arrays (docs/SWEEPS.md is the manual).
     python3 sweep.py gls --noise "symmetric:0.2 symmetric:0.4" --seeds "0 1 2" --gpus "0 1"
     python3 sweep.py sln --noise "sym:0.4 asym:0.4" --sigmas "0.1 1.0" --slots 2 --correction -1
     python3 sweep.py gls --slurm --sbatch_args "-p gpu --gres=gpu:1 --time=12:00:00" --array_parallel 16
+    python3 sweep.py paper --list; python3 sweep.py paper gls-cifar10 --dry-run   (docs/PAPERS.md)
 
 The runs are the product of the --grid flags (and --seeds); flags the sweep does not know
 go to every run. A script that needs another run first (main_GLS_load.py needs its CE
 warm-up) says so in its preset, and the sweep adds those runs and starts each dependent
 run once its warm-up has finished. `gls` and `sln` are the papers' sweeps: GLS over smooth
-rates (warm-up then load, from scratch, or both), SLN over sigmas.
+rates (warm-up then load, from scratch, or both), SLN over sigmas. `paper NAME` runs a
+paper table's recipe (papers/), printing its runs, epochs and estimated GPU-hours first.
 
 Every run is started as `PYTHON SCRIPT FLAGS --if_exists auto`: the training script
 decides, holding its run folder's lock, whether the run is done (exit 0 at once),
