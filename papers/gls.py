@@ -91,8 +91,8 @@ GLS_CIFARN = Recipe(
     paper_numbers={("PLS", "C10N aggre"): 91.57, ("PLS", "C10N rand1"): 89.80, ("PLS", "C10N rand2"): 89.35,
                    ("PLS", "C10N rand3"): 89.82, ("PLS", "C10N worst"): 82.76, ("PLS", "C100N noisy"): 55.84,
                    ("NLS", "C10N aggre"): 91.97, ("NLS", "C10N worst"): 82.99},
-    source=f"public benchmark entries listed under {CITATION} (its own CIFAR-N table was not "
-           "available to check); the other cells are unknown",
+    source=f"public benchmark entries listed under {CITATION} (the paper's own CIFAR-N table is not "
+           "recorded here); the other cells are unknown",
     row_title="loss",
     notes="The paper's CIFAR-N protocol is not in the released code; the recipe runs the CIFAR protocol "
           "(the released scripts' defaults) at the table's 8 smooth rates.")

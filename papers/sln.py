@@ -10,14 +10,15 @@ CIFAR numbers are the last epoch's test accuracy (the release saves the final ne
 no selection); Clothing1M's are the test accuracy at the best validation epoch, as the
 release logs them.
 
-The paper's numbers could not be read here: every cell's paper number is unknown.
+The paper's numbers are not recorded yet: every cell's paper number is unknown (add them
+to paper_numbers, with the table they come from, and the tables show them).
 """
 from papers import PaperRun, Part, Recipe, flags_of
 
 CITATION = ('Chen et al., "Noise against noise: stochastic label noise helps combat inherent label '
             'noise", ICLR 2021')
 ROWS = ("SLN", "SLN-MO", "SLN-MO-LC")
-UNKNOWN = f"{CITATION}: its tables were not available to read, so every paper number is unknown"
+UNKNOWN = f"{CITATION}: its numbers are not recorded here yet, so every paper number is unknown"
 
 
 def sln_runs(columns, dataset, num_class, epochs, correction, metrics):
