@@ -51,6 +51,7 @@ symbolic link: skipped); bad arguments end with "error: ..." and exit status 2. 
 output is written atomically: a full disk leaves the previous file, never half of one.
 
     python summarize.py results --out results/summary --curves NLS --confusion "NLS r=-2"
+    python summarize.py results --paper gls-cifar10 [--parts]    a paper's table (docs/PAPERS.md)
 """
 import argparse
 import csv
@@ -1349,6 +1350,119 @@ def confusion_plots(out_dir, pattern, runs, rows, groups):
 
 # ---------------------------------------------------------------- main
 
+# ---------------------------------------------------------------- a paper's table (--paper)
+
+PAPER_COLUMNS = ("row", "column", "kind", "ours_mean", "ours_std", "n_seeds", "seeds", "from_part",
+                 "paper", "difference", "status", "metric", "runs")
+
+
+def expected_settings(paper_run):
+    """{dest: value} the recipe fixes for this run, as the script's own parser reads its
+    flags (aliases normalised: sym -> symmetric, n_epoch from --epochs)."""
+    import importlib
+
+    words = paper_run.words()
+    preset = importlib.import_module(paper_run.script).preset(words)
+    cfg, _ = preset.parse(words)
+    parser = preset.parser()
+    dests = {a.dest for a in parser._actions for flag, _ in paper_run.flags if f"--{flag}" in a.option_strings}
+    return {d: canonical(getattr(cfg, d)) for d in sorted(dests)}
+
+
+def matching_group(paper_run, runs):
+    """The runs of one recipe run: its script, the recipe's settings; among several groups
+    of them (other settings, code or data) the one with the most finished seeds, the others
+    named in a warning. [] when none."""
+    want = expected_settings(paper_run)
+    found = [r for r in runs if script_of(r) == paper_run.script
+             and all(same(r["config"].get(k), v) for k, v in want.items())]
+    if not found:
+        return []
+    groups = sorted(group_runs(found).values(), key=lambda g: (-len(g.done), g.gid))
+    if len(groups) > 1:
+        warn(f"{paper_run.script} {' '.join(paper_run.words())}: runs of {len(groups)} settings or "
+             f"versions match; the table takes {groups[0].gid} ({len(groups[0].done)} seeds), not "
+             + ", ".join(g.gid for g in groups[1:]))
+    return groups[0].done
+
+
+def paper_table(recipe, runs):
+    """(cells, parts): the table of `recipe` from `runs`. A part is the mean and sample std
+    over its finished seeds of its metric; a cell is the best of its parts' means."""
+    from papers import cell_value
+
+    parts = {}
+    for paper_run in recipe.runs:
+        done = matching_group(paper_run, runs)
+        for part in paper_run.parts:
+            values = [r["summary"][part.metric] for r in done if is_finite(r["summary"].get(part.metric))]
+            seeds = [r["config"].get("seed", 0) for r in done if is_finite(r["summary"].get(part.metric))]
+            mean, std = mean_std(values)
+            parts[(part.row, part.column, part.name)] = {
+                "row": part.row, "column": part.column, "kind": f"part: {part.name}", "ours_mean": mean,
+                "ours_std": std, "n_seeds": len(values), "seeds": " ".join(map(str, seeds)),
+                "metric": part.metric, "runs": len(done), "status": "ok" if values else "missing"}
+    cells = []
+    for row in recipe.rows:
+        for column in recipe.columns:
+            names = recipe.parts().get((row, column), [])
+            mine = [parts[(row, column, n)] for n in names]
+            mean, best = cell_value({n: p["ours_mean"] for n, p in zip(names, mine)})
+            chosen = parts.get((row, column, best), {})
+            missing = [n for n, p in zip(names, mine) if p["ours_mean"] is None]
+            paper = recipe.paper_number(row, column)
+            status = "missing" if mean is None else f"partial (no {', '.join(missing)})" if missing else "ok"
+            cells.append({"row": row, "column": column, "kind": "cell", "ours_mean": mean,
+                          "ours_std": chosen.get("ours_std"), "n_seeds": chosen.get("n_seeds", 0),
+                          "seeds": chosen.get("seeds", ""), "from_part": best if len(names) > 1 else None,
+                          "paper": paper, "difference": None if mean is None or paper is None else mean - paper,
+                          "status": status, "metric": chosen.get("metric")})
+    return cells, list(parts.values())
+
+
+def paper_cell_text(cell):
+    ours = "missing" if cell["ours_mean"] is None else fmt_acc(cell["ours_mean"], cell["ours_std"]) + f" ({cell['n_seeds']})"
+    paper = "?" if cell["paper"] is None else f"{cell['paper']:.2f}"
+    diff = "" if cell["difference"] is None else f" {cell['difference']:+.2f}"
+    return f"{ours} / {paper}{diff}"
+
+
+def paper_markdown(recipe, cells, parts, show_parts):
+    by = {(c["row"], c["column"]): c for c in cells}
+    lines = [f"# {recipe.name}: {recipe.paper}, {recipe.table}", "",
+             "Each cell: ours, mean ± sample std over seeds (their number) / the paper's number "
+             "(? where unknown) and our difference. A cell is the best of its parts' means "
+             f"({', '.join(sorted({p['kind'][6:] for p in parts}))} where several).", "",
+             md_row([recipe.row_title or "row", *recipe.columns]),
+             md_row(["---"] * (len(recipe.columns) + 1))]
+    lines += [md_row([row] + [paper_cell_text(by[(row, col)]) for col in recipe.columns]) for row in recipe.rows]
+    lines += ["", f"Paper numbers: {recipe.source}."]
+    if recipe.notes:
+        lines.append(recipe.notes)
+    missing = [c for c in cells if c["status"] != "ok"]
+    if missing:
+        lines += ["", f"{len(missing)} cell(s) missing or partial:"]
+        lines += [f"- {c['row']} / {c['column']}: {c['status']}" for c in missing]
+    if show_parts:
+        lines += ["", "## Parts", "", md_row(["row", "column", "part", "mean ± std (seeds)", "metric"]),
+                  md_row(["---"] * 5)]
+        lines += [md_row([p["row"], p["column"], p["kind"][6:],
+                          "missing" if p["ours_mean"] is None else f"{fmt_acc(p['ours_mean'], p['ours_std'])} ({p['n_seeds']})",
+                          p["metric"]]) for p in parts]
+    return "\n".join(lines) + "\n"
+
+
+def write_paper(recipe, runs, out_dir, show_parts):
+    """Write paper_<name>.md and .csv to out_dir; returns (markdown, cells)."""
+    cells, parts = paper_table(recipe, runs)
+    text = paper_markdown(recipe, cells, parts, show_parts)
+    os.makedirs(out_dir, exist_ok=True)
+    atomic_write_text(os.path.join(out_dir, f"paper_{recipe.name}.md"), text)
+    write_csv(os.path.join(out_dir, f"paper_{recipe.name}.csv"), map(writable, cells + (parts if show_parts else [])),
+              PAPER_COLUMNS)
+    return text, cells
+
+
 def check_out_dir(out):
     """Refuse an --out that cannot take the tables, before anything is written."""
     if not out:
@@ -1415,7 +1529,13 @@ def summarize(results_dir, out_dir, curves=(), confusion=()):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results_dir", help="folder searched (recursively) for run folders")
-    p.add_argument("--out", required=True, help="folder for summary.csv, summary.md and the plots")
+    p.add_argument("--out", help="folder for summary.csv, summary.md and the plots (with --paper: for "
+                                 "paper_NAME.md and .csv; default RESULTS_DIR/paper)")
+    p.add_argument("--paper", metavar="NAME",
+                   help="lay the runs out as a paper's table (a recipe of papers/: sweep.py paper --list), "
+                        "with the paper's numbers beside ours")
+    p.add_argument("--parts", action="store_true",
+                   help="with --paper: also every part of a cell (GLS: direct and after warm-up)")
     p.add_argument("--curves", action="append", default=[], metavar="PATTERN",
                    help="plot test accuracy (and fit_clean, mem_noisy) per epoch of the groups "
                         "whose id or label contains PATTERN (summary.csv's group and label "
@@ -1426,6 +1546,12 @@ def main(argv=None):
                         "folder PATTERN (a path or a folder name) or of each group whose id or "
                         "label contains PATTERN; repeatable")
     args = p.parse_args(argv)
+    if args.paper is not None:
+        return main_paper(args)
+    if args.out is None:
+        p.error("--out is required (a folder for the tables and plots)")
+    if args.parts:
+        p.error("--parts goes with --paper NAME")
     try:
         check_out_dir(args.out)
         runs = load_results(args.results_dir)
@@ -1446,6 +1572,29 @@ def main(argv=None):
     names = ["summary.csv", "summary.md", "paired.csv", "per_class.csv", "unfinished.csv"]
     for name in names + [os.path.basename(p) for p in plots]:
         print(printable(f"wrote {os.path.join(args.out, name)}"))
+    return 0
+
+
+def main_paper(args):
+    """summarize.py RESULTS --paper NAME: the paper's table, printed and written."""
+    from papers import get_recipe
+
+    out = args.out if args.out is not None else os.path.join(args.results_dir, "paper")
+    try:
+        recipe = get_recipe(args.paper)
+        check_out_dir(out)
+        runs = load_results(args.results_dir)
+        text, cells = write_paper(recipe, runs, out, args.parts)
+    except UserError as exc:
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write to {printable(out)} ({exc.strerror or exc}): free space or pass "
+              "another --out", file=sys.stderr)
+        return 2
+    print(printable(text))
+    for ext in ("md", "csv"):
+        print(printable(f"wrote {os.path.join(out, f'paper_{recipe.name}.{ext}')}"))
     return 0
 
 

@@ -7,12 +7,14 @@ SLURM job arrays (docs/SWEEPS.md is the manual).
     python3 sweep.py gls --noise "symmetric:0.2 symmetric:0.4" --seeds "0 1 2" --gpus "0 1"
     python3 sweep.py sln --noise "sym:0.4 asym:0.4" --sigmas "0.1 1.0" --slots 2 --correction -1
     python3 sweep.py gls --slurm --sbatch_args "-p gpu --gres=gpu:1 --time=12:00:00" --array_parallel 16
+    python3 sweep.py paper --list; python3 sweep.py paper gls-cifar10 --dry-run   (docs/PAPERS.md)
 
 The runs are the product of the --grid flags (and --seeds); flags the sweep does not know
 go to every run. A script that needs another run first (main_GLS_load.py needs its CE
 warm-up) says so in its preset, and the sweep adds those runs and starts each dependent
 run once its warm-up has finished. `gls` and `sln` are the papers' sweeps: GLS over smooth
-rates (warm-up then load, from scratch, or both), SLN over sigmas.
+rates (warm-up then load, from scratch, or both), SLN over sigmas. `paper NAME` runs a
+paper table's recipe (papers/), printing its runs, epochs and estimated GPU-hours first.
 
 Every run is started as `PYTHON SCRIPT FLAGS --if_exists auto`: the training script
 decides, holding its run folder's lock, whether the run is done (exit 0 at once),
@@ -25,6 +27,7 @@ import argparse
 import collections
 import ctypes
 import contextlib
+import copy
 import hashlib
 import importlib
 import io
@@ -68,6 +71,7 @@ SIGNAL_LEAD = 120
 # Room for the longest name a run writes in its folder: ".tmp<pid>-open_set_source.npy".
 RUN_FILE_ROOM = 64
 SHOWN = 5  # stale runs named in the report
+PAPER_BENCH = "bench_*.json"  # papers/cost.py: benchmarks read by default for `sweep.py paper`
 
 
 class SweepError(Exception):
@@ -77,9 +81,10 @@ class SweepError(Exception):
 # ---------------------------------------------------------------- options
 
 def build_parser(kind):
-    """The sweep's own options; `kind` is gls, sln or a script name."""
+    """The sweep's own options; `kind` is gls, sln, paper or a script name."""
     paper = kind in ("gls", "sln")
-    p = Parser(prog=f"sweep.py {kind if paper else kind + '.py'}", description=__doc__,
+    p = Parser(prog=f"sweep.py {kind if paper or kind == 'paper' else kind + '.py'}"
+               + (" NAME" if kind == "paper" else ""), description=__doc__,
                epilog="Every other flag goes to each run, e.g. --dataset cifar100 --n_epoch 50 "
                       "--result_dir results/c100. Relative paths are relative to the repository root.")
     g = p.add_argument_group("the runs")
@@ -93,10 +98,17 @@ def build_parser(kind):
         g.add_argument("--sigmas", default=SLN_SIGMAS, help="sigmas")
         g.add_argument("--noise", default="sym:0.4", metavar="'MODE:RATE ...'",
                        help="--noise_mode/--noise_rate settings, e.g. 'sym:0.4 asym:0.4'")
-    g.add_argument("--grid", action="append", metavar="FLAG='V1 V2 ...'",
-                   help="values of one flag of the runs; several --grid make their product")
+    if kind == "paper":
+        g.add_argument("--list", action="store_true", help="list the recipes: what each reproduces, its runs")
+        g.add_argument("--bench", action="append", metavar="FILE",
+                       help="a bench/throughput.py --json result of your GPU, for the estimate of "
+                            f"GPU-hours (default: the files {PAPER_BENCH} in the repository root); repeatable")
+    else:
+        g.add_argument("--grid", action="append", metavar="FLAG='V1 V2 ...'",
+                       help="values of one flag of the runs; several --grid make their product")
     g.add_argument("--seeds", default="0" if paper else None, metavar="'S1 S2 ...'",
-                   help="training seeds (--seed of the runs), e.g. '0 1 2'")
+                   help="training seeds (--seed of the runs), e.g. '0 1 2'"
+                        + ("; default: the recipe's" if kind == "paper" else ""))
     g.add_argument("--warmup_args", metavar="'FLAGS'",
                    help="flags for the runs another run needs first (the warm-ups) only, "
                         "e.g. '--n_epoch 30 --lr 0.1'")
@@ -121,7 +133,9 @@ def build_parser(kind):
     g = p.add_argument_group("SLURM")
     g.add_argument("--slurm", action="store_true", help="submit job arrays instead")
     g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
-                   help="write the task files and print the sbatch commands; submit nothing")
+                   help="write the task files and print the sbatch commands; submit nothing"
+                        + ("; without --slurm: print the runs' count and cost, start nothing"
+                           if kind == "paper" else ""))
     g.add_argument("--sbatch_args", metavar="'OPTIONS'",
                    help="e.g. '-p gpu --gres=gpu:1 --cpus-per-task=4 --time=12:00:00'")
     g.add_argument("--array_parallel", type=positive_int, help="at most N tasks of an array at a time")
@@ -145,6 +159,7 @@ def natural_int(text):
 def top_help():
     scripts = " ".join(f"{s}.py" for s in script_names())
     return (f"{__doc__}\nusage: sweep.py {{gls,sln,SCRIPT}} [options] [flags of the runs]\n"
+            "       sweep.py paper {--list,NAME} [options] [flags of the runs]\n"
             f"  SCRIPT: one of {scripts}\n  sweep.py gls --help, sweep.py SCRIPT --help: the options")
 
 
@@ -156,8 +171,11 @@ def parse(argv):
             print(top_help())
             raise SystemExit(0)
         raise SweepError(f"name the sweep: gls, sln or a script ({top_help().splitlines()[-2].strip()})")
-    kind = argv[0] if argv[0] in ("gls", "sln") else script_name(argv[0])
+    kind = argv[0] if argv[0] in ("gls", "sln", "paper") else script_name(argv[0])
     argv = argv[1:]
+    recipe = None
+    if kind == "paper" and argv and not argv[0].startswith("-"):
+        recipe, argv = argv[0], argv[1:]
     argv, rest = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     parser = build_parser(kind)
     valued = {s for a in parser._actions if a.nargs != 0 for s in a.option_strings}
@@ -170,7 +188,10 @@ def parse(argv):
             joined.append(argv[i])
             i += 1
     opts, passed = parser.parse_known_args(joined)
-    opts.grid, opts.stage_args = opts.grid or [], opts.stage_args or []
+    opts.recipe = recipe
+    if kind == "paper" and recipe is None and not opts.list:
+        raise SweepError("name the recipe: sweep.py paper NAME (sweep.py paper --list lists them)")
+    opts.grid, opts.stage_args = getattr(opts, "grid", None) or [], opts.stage_args or []
     opts.warmup_args, opts.sbatch_args = opts.warmup_args or "", opts.sbatch_args or ""
     return kind, opts, passed + rest
 
@@ -181,7 +202,7 @@ def script_name(arg):
     name = name[:-len(".py")] if name.endswith(".py") else name
     if not name.isidentifier() or name not in script_names():
         scripts = ", ".join(f"{s}.py" for s in script_names())
-        raise SweepError(f"{arg!r} is neither a sweep (gls, sln) nor a training script of this project; "
+        raise SweepError(f"{arg!r} is neither a sweep (gls, sln, paper) nor a training script of this project; "
                          f"sweep one of {scripts}")
     return name
 
@@ -517,7 +538,9 @@ def plan(argv):
     """(options, runs, log folder, sweep name): every run of the command line, checked, with
     its folder; nothing is written."""
     kind, opts, words = parse(argv)
-    check_options(opts)
+    check_options(opts, kind)
+    if kind == "paper":
+        return plan_paper(opts, words)
     top_names = GLS_MODES[opts.mode] if kind == "gls" else ["noise_cifar_train"] if kind == "sln" else [kind]
     tops = [load_script(name, words) for name in top_names]
     scripts = required_scripts(tops, words)
@@ -533,6 +556,107 @@ def plan(argv):
     if opts.log_dir is None:
         check_folder("the log folder (default of --log_dir)", log_dir)
     return opts, runs, log_dir, name
+
+
+# ---------------------------------------------------------------- paper recipes
+
+def plan_paper(opts, words):
+    """plan() of `sweep.py paper NAME`: the recipe's runs (papers/) times the seeds, each
+    with the runs it requires, through the same machinery as every sweep. A flag the recipe
+    sets is refused (the runs are the paper's); its data locations (places) give way to
+    the user's. opts.paper holds (recipe, [(script, cfg, method)]) for the estimate."""
+    from errors import UserError
+    from papers import get_recipe
+
+    try:
+        recipe = get_recipe(opts.recipe)
+    except UserError as exc:
+        raise SweepError(str(exc)) from None
+    seeds = numbers(opts.seeds if opts.seeds is not None else recipe.seeds, "--seeds", int)
+    runs, result_dir = [], "results"
+    for paper_run in recipe.runs:
+        fixed = paper_run.words()
+        top = load_script(paper_run.script, fixed + words)
+        scripts = required_scripts([top], words)
+        fixed_axis = Axis(f"the recipe {recipe.name}", [tokenize(fixed, scripts, f"the recipe {recipe.name}")])
+        seed_axis = Axis("--seeds", [[Token("--seed", "seed", ["--seed", s])] for s in seeds])
+        common = tokenize(words, scripts)
+        for token in common:
+            if token.dest in fixed_axis.dests:
+                raise SweepError(f"{' '.join(token.words)}: the recipe {recipe.name} sets {token.flag} "
+                                 f"(the paper's setting); drop it, or sweep {paper_run.script}.py itself "
+                                 "for other settings")
+        check_tokens(common, [seed_axis], "the flags of the runs")
+        places = tokenize([w for flag, v in recipe.places.items() for w in (f"--{flag}", v)], scripts)
+        common += [t for t in places if t.dest not in {c.dest for c in common}]
+        runs += build_runs(opts, [top], [seed_axis, fixed_axis], common, paper_stages(opts, recipe, top, scripts))
+        result_dir = next((value(t) for t in reversed(common) if t.dest == "result_dir"), result_dir)
+    name = f"sweep_paper_{recipe.name}"
+    log_dir = opts.log_dir or os.path.join(result_dir, "sweep_logs", name)
+    runs = resolve(runs, log_dir)
+    if opts.log_dir is None:
+        check_folder("the log folder (default of --log_dir)", log_dir)
+    opts.paper = (recipe, [paper_config(run, recipe) for run in runs])
+    return opts, runs, log_dir, name
+
+
+def paper_stages(opts, recipe, top, scripts):
+    """stage_words for one run of a recipe: --warmup_args reach the runs that have a warm-up,
+    --stage_args SCRIPT=... the runs of SCRIPT (a script of no run of the recipe is an error)."""
+    names = {s.name for s in scripts}
+    known = {r.script for r in recipe.runs} | {getattr(load_script(r.script, []), "requires", None)
+                                                for r in recipe.runs}
+    for text in opts.stage_args:
+        name = text.partition("=")[0]
+        if (name[:-len(".py")] if name.endswith(".py") else name) not in known:
+            raise SweepError(f"--stage_args {text!r}: SCRIPT must be one of the recipe's scripts: "
+                             f"{', '.join(sorted(k for k in known if k))}")
+    mine = copy.copy(opts)
+    mine.warmup_args = opts.warmup_args if top.requires else ""
+    mine.stage_args = [t for t in opts.stage_args
+                       if t.partition("=")[0].removesuffix(".py") in names]
+    return stage_words(mine, [top], scripts)
+
+
+def paper_config(run, recipe):
+    """(script, cfg, method) of a run of a recipe, its epochs checked against the recipe's
+    (a --warmup_args or --stage_args --n_epoch would make them another protocol)."""
+    name = run.script[:-len(".py")]
+    preset = import_script(name).preset(run.command[2:])
+    cfg, method_cls = preset.parse(run.command[2:])
+    want = recipe.epochs.get(name)
+    if want is not None and cfg.n_epoch != want:
+        raise SweepError(f"the recipe {recipe.name} trains {run.script} for {want} epochs, the paper's; "
+                         f"these flags make it {cfg.n_epoch}: drop --n_epoch from --warmup_args/--stage_args")
+    return name, cfg, method_cls.from_config(cfg, **preset.method_options)
+
+
+def recipe_listing():
+    from papers import recipes
+
+    lines = ["paper recipes (python3 sweep.py paper NAME --dry-run: runs, epochs, GPU-hours):"]
+    for name, recipe in sorted(recipes().items()):
+        seeds = len(recipe.seeds.split())
+        lines.append(f"  {name:<15} {recipe.summary}")
+        lines.append(f"  {'':<15} reproduces {recipe.paper}, {recipe.table}; {len(recipe.runs)} runs a seed "
+                     f"(and the warm-ups they need), default seeds '{recipe.seeds}' ({seeds})")
+    return "\n".join(lines)
+
+
+def paper_report(opts):
+    """The lines printed before a paper sweep starts (and by --dry-run): the recipe, the
+    runs, epochs and the estimated GPU-hours with its basis."""
+    from errors import UserError
+    from papers.cost import default_benches, estimate, read_benches
+
+    recipe, planned = opts.paper
+    try:
+        benches = read_benches(opts.bench if opts.bench else default_benches(ROOT))
+    except UserError as exc:
+        raise SweepError(str(exc)) from None
+    seeds = opts.seeds if opts.seeds is not None else recipe.seeds
+    head = f"paper {recipe.name}: {recipe.paper}, {recipe.table}; seeds {seeds}"
+    return "\n".join([head] + estimate(planned, benches))
 
 
 def required_scripts(tops, words):
@@ -558,9 +682,9 @@ def value(token):
 
 # ---------------------------------------------------------------- checks before anything starts
 
-def check_options(opts):
+def check_options(opts, kind=None):
     """Every refusal the sweep's own options decide, before a script is imported."""
-    if opts.dry_run and not opts.slurm:
+    if opts.dry_run and not opts.slurm and kind != "paper":
         raise SweepError("--dry-run goes with --slurm")
     if opts.keep_stale and opts.overwrite_stale:
         raise SweepError("--keep_stale and --overwrite_stale contradict each other: keep one")
@@ -1101,11 +1225,20 @@ def main(argv=None):
     if argv[:1] == ["_task"]:
         return run_task(argv[1:])
     try:
+        if argv[:1] == ["paper"] and parse(argv)[1].list:
+            print(recipe_listing())
+            return 0
         try:
             opts, runs, log_dir, name, lead = prepare(argv)
+            report = paper_report(opts) if getattr(opts, "paper", None) else None
         except KeyboardInterrupt:
             print("interrupted before any run started; nothing was written", file=sys.stderr)
             return 130
+        if report:
+            print(report, flush=True)
+            if opts.dry_run and not opts.slurm:
+                print("dry run: nothing started, nothing written")
+                return 0
         os.makedirs(log_dir, exist_ok=True)
         if opts.slurm:
             return submit_slurm(runs, opts, log_dir, name, lead)

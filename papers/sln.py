@@ -1,0 +1,68 @@
+"""The SLN paper's tables (Chen et al., "Noise against noise: stochastic label noise helps
+combat inherent label noise", ICLR 2021): SLN, SLN-MO and SLN-MO-LC on CIFAR-10 and
+CIFAR-100 (noise rate 0.4, WRN-28-2, 300 epochs) and Clothing1M (ResNet-50, 10 epochs),
+at the paper's sigmas, as the release's README runs them.
+
+SLN and SLN-MO are one run (--correction -1): SLN is the network itself, SLN-MO its
+momentum model, evaluated every epoch beside it. SLN-MO-LC is a second run with label
+correction (after 250 epochs on CIFAR, 1 on Clothing1M), read from its momentum model.
+CIFAR numbers are the last epoch's test accuracy (the release saves the final networks,
+no selection); Clothing1M's are the test accuracy at the best validation epoch, as the
+release logs them.
+
+The paper's numbers are not recorded yet: every cell's paper number is unknown (add them
+to paper_numbers, with the table they come from, and the tables show them).
+"""
+from papers import PaperRun, Part, Recipe, flags_of
+
+CITATION = ('Chen et al., "Noise against noise: stochastic label noise helps combat inherent label '
+            'noise", ICLR 2021')
+ROWS = ("SLN", "SLN-MO", "SLN-MO-LC")
+UNKNOWN = f"{CITATION}: its numbers are not recorded here yet, so every paper number is unknown"
+
+
+def sln_runs(columns, dataset, num_class, epochs, correction, metrics):
+    """Two runs per column ({column: (noise_mode, sigma)}): without correction (SLN, SLN-MO)
+    and with it (SLN-MO-LC). metrics = (SLN's, the momentum model's)."""
+    plain, momentum = metrics
+    runs = []
+    for column, (mode, sigma) in columns.items():
+        noise = flags_of(dataset=dataset, num_class=num_class, noise_mode=mode, noise_rate="0.4") if mode \
+            else flags_of(dataset=dataset, num_class=num_class)
+        runs.append(PaperRun(_script(dataset), noise + flags_of(sigma=sigma, correction=-1, epochs=epochs),
+                             (Part("SLN", column, "SLN", plain), Part("SLN-MO", column, "SLN-MO", momentum))))
+        runs.append(PaperRun(_script(dataset), noise + flags_of(sigma=sigma, correction=correction, epochs=epochs),
+                             (Part("SLN-MO-LC", column, "SLN-MO-LC", momentum),)))
+    return tuple(runs)
+
+
+def _script(dataset):
+    return "noise_clothing1m_train" if dataset == "clothing1m" else "noise_cifar_train"
+
+
+CIFAR_METRICS = ("last_test_acc", "last_test_acc_ema")
+C10 = {"sym": ("sym", "1.0"), "asym": ("asym", "0.5"), "dependent": ("dependent", "0.5"),
+       "openset": ("openset", "0.5")}
+C100 = {"sym": ("sym", "0.2"), "asym": ("asym", "0.2"), "dependent": ("dependent", "0.1")}
+
+SLN_CIFAR10 = Recipe(
+    name="sln-cifar10", paper=CITATION, table="CIFAR-10 results (noise rate 0.4)",
+    summary="SLN, SLN-MO, SLN-MO-LC on CIFAR-10: sym (sigma 1.0), asym, dependent, openset (sigma 0.5), rate 0.4",
+    runs=sln_runs(C10, "cifar10", 10, 300, 250, CIFAR_METRICS), rows=ROWS, columns=tuple(C10),
+    epochs={"noise_cifar_train": 300}, paper_numbers={}, source=UNKNOWN, row_title="method")
+
+SLN_CIFAR100 = Recipe(
+    name="sln-cifar100", paper=CITATION, table="CIFAR-100 results (noise rate 0.4)",
+    summary="SLN, SLN-MO, SLN-MO-LC on CIFAR-100: sym, asym (sigma 0.2), dependent (sigma 0.1), rate 0.4",
+    runs=sln_runs(C100, "cifar100", 100, 300, 250, CIFAR_METRICS), rows=ROWS, columns=tuple(C100),
+    epochs={"noise_cifar_train": 300}, paper_numbers={}, source=UNKNOWN, row_title="method",
+    places={"datapath": "./data/CIFAR100"})
+
+SLN_CLOTHING1M = Recipe(
+    name="sln-clothing1m", paper=CITATION, table="Clothing1M results",
+    summary="SLN, SLN-MO, SLN-MO-LC on Clothing1M: ResNet-50 (ImageNet), sigma 0.2, correction after 1 epoch",
+    runs=sln_runs({"Clothing1M": (None, "0.2")}, "clothing1m", 14, 10, 1,
+                  ("test_acc_at_best_val", "test_acc_at_best_val_ema")),
+    rows=ROWS, columns=("Clothing1M",), epochs={"noise_clothing1m_train": 10}, paper_numbers={},
+    source=UNKNOWN, row_title="method", seeds="0",
+    notes="Clothing1M is not redistributable: put it under --datapath (data/clothing1m.py has the layout).")
