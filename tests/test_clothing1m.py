@@ -22,7 +22,7 @@ from utils.engine import run
 CLASSES = 14
 # Noisy train images per class: uneven, as in the real set, so balancing has work to do.
 TRAIN_PER_CLASS = [2 + c % 3 for c in range(CLASSES)]
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, shared CPU
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, loaded CPU
 
 
 def write_fake_clothing1m(root, layout):

@@ -36,7 +36,7 @@ import torch
 from conftest import ROOT, parse_flags, read_csv, read_json, write_fake_cifar
 from core.args import run_main
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, shared CPU
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, loaded CPU
 
 TINY4 = ["--dataset", "digits", "--model", "resnet18", "--width", "4", "--device", "cpu"]
 GLS = TINY4 + ["--n_epoch", "1", "--result_dir", "{R}"]  # the shared finished run's flags
