@@ -119,7 +119,7 @@ def one_thread():
 
 
 class InterruptedSLN(SLN):
-    """methods.SLN that receives SIGINT as epoch `stop` starts, as a user's Ctrl-C would:
+    """methods.sln.SLN that receives SIGINT as epoch `stop` starts, as a user's Ctrl-C would:
     the engine stops after the previous epoch, and --resume must continue exactly."""
 
     def __init__(self, *args, stop, **kwargs):
@@ -133,7 +133,7 @@ class InterruptedSLN(SLN):
 
 
 class InterruptedGLS(GLS):
-    """methods.GLS whose process receives `signum` (SIGTERM, as a scheduler sends) as epoch
+    """methods.gls.GLS whose process receives `signum` (SIGTERM, as a scheduler sends) as epoch
     `stop` (0-based) starts: the engine stops after the previous epoch."""
 
     def __init__(self, *args, stop, signum=signal.SIGTERM, **kwargs):
