@@ -13,7 +13,8 @@ from methods.sln import SLN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The real label files (CIFAR-N, the SLN release's CSVs, Clothing1M's lists) are not part of
-# the repository: tests that need them read them from NOISY_LABELS_DATA.
+# the repository: tests that need them read them from NOISY_LABELS_DATA or, unset, from the
+# folder beside the checkout that holds them.
 LABEL_DATA = os.environ.get("NOISY_LABELS_DATA") or os.path.join(ROOT, os.pardir, "shared", "data")
 # The smallest model that still learns digits: keeps every end-to-end test fast.
 TINY = ["--dataset", "digits", "--model", "resnet18", "--width", "8", "--device", "cpu"]
@@ -25,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: "test_slurm.py" not in item.nodeid)
 
 
-def shared_file(*parts):
+def real_label_file(*parts):
     """A real label file from the folder NOISY_LABELS_DATA names, or skip the test saying why."""
     path = os.path.join(LABEL_DATA, *parts)
     if not os.path.exists(path):

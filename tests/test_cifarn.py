@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import parse_flags, read_json, run_cli, run_in_process, shared_file, write_fake_cifar
+from conftest import parse_flags, read_json, run_cli, run_in_process, real_label_file, write_fake_cifar
 from data import cifarn
 from data.cifarn import load_human_labels, read_label_file
 from data.noise import actual_noise_rate, transition_matrix, twin_labels
@@ -21,11 +21,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, lo
 
 
 def cifar10n():
-    return shared_file("cifar-n", "CIFAR-10_human.pt")
+    return real_label_file("cifar-n", "CIFAR-10_human.pt")
 
 
 def cifar100n():
-    return shared_file("cifar-n", "CIFAR-100_human.pt")
+    return real_label_file("cifar-n", "CIFAR-100_human.pt")
 
 
 def write_label_file(path, **arrays):
