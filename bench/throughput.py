@@ -14,15 +14,15 @@ uint8 HWC images, 10 classes) for both pipelines:
 Measured for each: the loader alone and the full training step, in images/s, timed after
 a warm-up (CUDA events on a GPU). Each round measures all four, in reverse order every
 other round, and the median over rounds is reported with its min and max, because the
-load of a shared machine drifts. Two things favour the reference: worker start-up at
+load of a busy machine drifts. Two things favour the reference: worker start-up at
 each epoch is left out of its timing, and it shares the process-wide cuDNN settings
 (autotuning; TF32 convolutions, torch's default) with the project.
 
 Measured (docs/BENCHMARKS.md has every figure, machine and command), 2026-11-21, on a
-2-core AMD EPYC VM shared with other jobs, torch 2.15.0, --quick (ResNet-18 width 8,
-batch 128, one thread), three runs: the project's loader 15.7x-29.1x the reference's
-images/s and 0.7-0.8% of a step; the training step 1.02x-1.38x the reference's.
-GPU: not measured yet (no GPU was lent to the session that wrote this).
+2-core AMD EPYC VM with other processes running (1-minute load 3-6), torch 2.15.0, --quick
+(ResNet-18 width 8, batch 128, one thread), three runs: the project's loader 15.7x-29.1x
+the reference's images/s and 0.7-0.8% of a step; the training step 1.02x-1.38x the
+reference's. GPU: not measured yet; the second command below measures it.
 
   python bench/throughput.py --device cpu --quick --json bench_cpu.json
   python bench/throughput.py --device cuda --model resnet34 --json bench_resnet34.json
@@ -136,7 +136,7 @@ def parse_args(argv=None):
                    help="the GPU's dense bf16 peak, when its name is not in the table")
     p.add_argument("--quick", action="store_true",
                    help="a narrow model, few steps and, on a CPU, one thread: under a minute on a "
-                        "shared 2-core CPU, where two threads per op stall whenever the machine "
+                        "2-core CPU, where two threads per op stall whenever the machine "
                         "is oversubscribed (docs/BENCHMARKS.md)")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)

@@ -32,7 +32,7 @@ THROUGHPUT_KEYS = ("reference_img_s", "project_img_s", "speedup", "loader_refere
 
 def test_throughput_benchmark_writes_its_figures(tmp_path):
     out = tmp_path / "bench.json"
-    # One thread: on a shared 2-core machine two threads per op can stall for whole time slices.
+    # One thread: on a busy 2-core machine two threads per op can stall for whole time slices.
     proc = run_cli("bench/throughput.py", "--device", "cpu", "--model", "resnet18", "--width", "4",
                    "--batch_size", "16", "--n_images", "64", "--warmup", "1", "--steps", "2",
                    "--rounds", "1", "--workers", "0", "--threads", "1", "--json", out)
@@ -184,7 +184,7 @@ def test_compiled_run_trains_like_the_eager_run(tmp_path):
     """--compile end to end on the CPU (inductor; about a minute to compile): the first batch's
     gradients pass the check, and two epochs of full-batch training end where eager's do."""
     import torch._inductor.config
-    torch._inductor.config.compile_threads = 1  # its worker pool can stall on 2 shared cores
+    torch._inductor.config.compile_threads = 1  # its worker pool can stall on 2 busy cores
     argv = TINY + ["--n_epoch", "2", "--batch_size", "2048", "--result_dir", str(tmp_path)]
     assert run_in_process("main_GLS_direct_train", argv + ["--compile"]) == 0
     assert run_in_process("main_GLS_direct_train", argv) == 0

@@ -7,25 +7,25 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import parse_flags, read_json, run_cli, run_in_process, shared_file, write_fake_cifar
+from conftest import parse_flags, read_json, run_cli, run_in_process, real_label_file, write_fake_cifar
 from data import cifarn
 from data.cifarn import load_human_labels, read_label_file
 from data.noise import actual_noise_rate, transition_matrix, twin_labels
 from errors import UserError
 
-# ../shared/data/README.md: fraction of labels that differ from clean_label.
+# Counted on the released label files: the fraction of labels that differ from clean_label.
 MEASURED = {"aggre": 0.0901, "rand1": 0.1723, "rand2": 0.1812, "rand3": 0.1764, "worst": 0.4021,
             "clean": 0.0}
 MEASURED_100 = {"noisy100": 0.4020, "clean100": 0.0}
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, shared CPU
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, loaded CPU
 
 
 def cifar10n():
-    return shared_file("cifar-n", "CIFAR-10_human.pt")
+    return real_label_file("cifar-n", "CIFAR-10_human.pt")
 
 
 def cifar100n():
-    return shared_file("cifar-n", "CIFAR-100_human.pt")
+    return real_label_file("cifar-n", "CIFAR-100_human.pt")
 
 
 def write_label_file(path, **arrays):
@@ -181,7 +181,7 @@ def test_twin_draws_only_transitions_the_human_set_has():
 def test_fake_cifar10_trains_end_to_end_on_worst_labels(tmp_path):
     """50,000 random images in the real pickle format labelled with the file's clean_label;
     one epoch of a width-1 PreAct ResNet-18 on the worst human labels. The slowest test
-    here: 96 s on a shared 2-core CPU (50 steps of 1,000 32x32 images, ~1.1 s each)."""
+    here: 96 s on a loaded 2-core CPU (50 steps of 1,000 32x32 images, ~1.1 s each)."""
     worse, clean = load_human_labels(cifar10n(), "worst")
     write_fake_cifar(str(tmp_path), n_train=50_000, n_test=20, labels=clean)
     results = tmp_path / "results"

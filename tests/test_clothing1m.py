@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, InterruptedSLN, parse_flags, read_csv, read_json, run_in_process, shared_file
+from conftest import ROOT, InterruptedSLN, parse_flags, read_csv, read_json, run_in_process, real_label_file
 from data.clothing1m import (MEAN, STD, BalancedSubset, Clothing1M, JpegFiles, read_annotations,
                              read_image_list)
 from errors import UserError
@@ -22,7 +22,7 @@ from utils.engine import run
 CLASSES = 14
 # Noisy train images per class: uneven, as in the real set, so balancing has work to do.
 TRAIN_PER_CLASS = [2 + c % 3 for c in range(CLASSES)]
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, shared CPU
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, loaded CPU
 
 
 def write_fake_clothing1m(root, layout):
@@ -82,7 +82,7 @@ def merged_tree(tmp_path_factory):
 
 @pytest.mark.parametrize("name,count", [("clean_val.txt", 14_313), ("clean_test.txt", 10_526)])
 def test_real_lists_parse(name, count):
-    entries = read_image_list(shared_file("clothing1m-lists", name))
+    entries = read_image_list(real_label_file("clothing1m-lists", name))
     assert len(entries) == count
     labels = np.array([y for _, y in entries])
     assert labels.min() == 0 and labels.max() == 13 and len(np.unique(labels)) == 14

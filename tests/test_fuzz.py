@@ -4,7 +4,7 @@ created or changed (an earlier finished run keeps every md5, the result folder i
 
 Each case of CASES is (id, script, argv, problem, fix, setup), problem and fix fragments
 of the message (fix None where the message has none to offer): the script's main(argv) runs
-in this process inside utils.cli.run_main, as its command line runs it (argparse's exit
+in this process inside core.args.run_main, as its command line runs it (argparse's exit
 and UserError give the status; any other exception is a traceback and fails the test).
 `argv` items are formatted with the case's context ({R}: the shared result folder with
 finished runs, {tmp}: the case's own folder, ...); `setup(c)` builds damaged inputs
@@ -36,7 +36,7 @@ import torch
 from conftest import ROOT, parse_flags, read_csv, read_json, write_fake_cifar
 from core.args import run_main
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, shared CPU
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, loaded CPU
 
 TINY4 = ["--dataset", "digits", "--model", "resnet18", "--width", "4", "--device", "cpu"]
 GLS = TINY4 + ["--n_epoch", "1", "--result_dir", "{R}"]  # the shared finished run's flags
@@ -56,7 +56,7 @@ C1M = ["--datapath", "{tmp}/c1m", "--model", "resnet18", "--width", "4", "--imag
 # ---------------------------------------------------------------- running and watching
 
 def run_script(script, argv):
-    """(exit status, stderr) of `script`'s main(argv) inside utils.cli.run_main."""
+    """(exit status, stderr) of `script`'s main(argv) inside core.args.run_main."""
     main = importlib.import_module(script).main
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

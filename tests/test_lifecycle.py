@@ -16,7 +16,7 @@ from conftest import ROOT, TINY, read_csv, read_json, run_in_process
 from errors import UserError
 from utils.results import LOCK_FILE, RunFolder
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, shared CPU
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, loaded CPU
 ARGV = TINY + ["--n_epoch", "2"]
 
 

@@ -9,7 +9,7 @@ import main_GLS_direct_train
 import main_GLS_load
 import main_warmup
 import noise_cifar_train
-from conftest import parse_flags, shared_file
+from conftest import parse_flags, real_label_file
 from data.cifarn import read_label_file
 from data import noise_type
 from data.noise import (ASYM_CIFAR10, PAIRFLIP_PARTNER, SLN_FILES, actual_noise_rate,
@@ -29,7 +29,7 @@ def binomial_tolerance(p, n, sigmas=5):
 
 def cifar_train_order(name):
     """The real CIFAR train labels in train order: the clean_label of the CIFAR-N file."""
-    path = shared_file("cifar-n", "CIFAR-10_human.pt" if name == "cifar10" else "CIFAR-100_human.pt")
+    path = real_label_file("cifar-n", "CIFAR-10_human.pt" if name == "cifar10" else "CIFAR-100_human.pt")
     return np.asarray(read_label_file(path)["clean_label"], dtype=np.int64)
 
 
@@ -117,7 +117,7 @@ def sln_root(tmp_path, dataset="CIFAR10", files=("sym0.4.csv",)):
     root = tmp_path / dataset
     os.makedirs(root / "label_noisy")
     for name in files:
-        shutil.copy(shared_file("sln-noisy-labels", dataset, name), root / "label_noisy" / name)
+        shutil.copy(real_label_file("sln-noisy-labels", dataset, name), root / "label_noisy" / name)
     return str(root)
 
 
@@ -140,7 +140,7 @@ def test_a_missing_released_file_is_downloaded_with_its_md5(tmp_path, monkeypatc
 
     def fake_download(url, root, filename, md5):
         calls.append((url, root, filename, md5))
-        shutil.copy(shared_file("sln-noisy-labels", "CIFAR100", "asym0.4.csv"), os.path.join(root, filename))
+        shutil.copy(real_label_file("sln-noisy-labels", "CIFAR100", "asym0.4.csv"), os.path.join(root, filename))
 
     monkeypatch.setattr(tv_utils, "download_url", fake_download)
     root = str(tmp_path / "CIFAR100")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import noise_cifar_train
-from conftest import TINY, parse_flags, read_json, shared_file, write_fake_cifar
+from conftest import TINY, parse_flags, read_json, real_label_file, write_fake_cifar
 from data import load_dataset, prepare_data
 from data.idn import average_probabilities, load_clean_checkpoints
 from data.idn import main as idn_main
@@ -33,7 +33,7 @@ RELEASED = [("CIFAR10", "sym", 0.4), ("CIFAR10", "asym", 0.2), ("CIFAR10", "depe
 def test_released_label_files_load(folder, mode, rate):
     """All six files of the SLN release: 50,000 rows, noise 0.4 (CIFAR-10 asym flips 5 of
     10 classes with prob. 0.4, so 0.2); IDN flips exactly round(0.4 * N) labels."""
-    clean, noisy = load_noise_file(shared_file("sln-noisy-labels", folder, f"{mode}0.4.csv"))
+    clean, noisy = load_noise_file(real_label_file("sln-noisy-labels", folder, f"{mode}0.4.csv"))
     k = 10 if folder == "CIFAR10" else 100
     assert len(clean) == len(noisy) == 50_000
     assert clean.min() == noisy.min() == 0 and clean.max() == noisy.max() == k - 1

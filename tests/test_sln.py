@@ -1,4 +1,4 @@
-"""SLN (Chen et al., ICLR 2021): loss.sln_targets, loss.corrected_targets, methods.SLN
+"""SLN (Chen et al., ICLR 2021): loss.sln_targets, loss.corrected_targets, methods.sln.SLN
 (momentum model, label correction, checkpoint state) and noise_cifar_train.py."""
 import contextlib
 import os

@@ -1,0 +1,188 @@
+"""The manual points only at what exists: every relative link of README.md and docs/*.md
+leads to a file of the repository (and to a heading of it, when the link names one), every
+`--flag` of a documented command is one that the command's own --help lists, and no page
+of docs/ points outside the repository. No training: the scripts only print their --help,
+in this process."""
+import contextlib
+import functools
+import glob
+import importlib.util
+import io
+import os
+import re
+import shlex
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+PAGES = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+MANUAL = [p for p in PAGES if p.startswith("docs")]
+
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+# A command: `python3 X.py ...`, `.venv/bin/python -m pkg.mod ...`, or an inline `X.py --flag`.
+COMMAND = re.compile(r"(?:python3?\s+)?(-m\s+[\w.]+|(?<![\w/.-])[\w/]+\.py)(.*)")
+FLAG = re.compile(r"(?<![\w'\"=-])(--[A-Za-z][\w-]*)")
+HELP_FLAG = re.compile(r"(?<![\w-])(--[A-Za-z][\w-]*)")
+
+
+def read(page):
+    with open(os.path.join(ROOT, page), encoding="utf-8") as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------- links
+
+def anchors(text):
+    """The heading anchors GitHub makes: lower case, punctuation dropped, spaces as hyphens,
+    a repeated heading numbered."""
+    seen, out = {}, set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", FENCE.sub("", text), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def broken_links(page, text, root=ROOT):
+    """(target, why) of every relative link of `text` (outside code blocks) that leads nowhere."""
+    broken = []
+    for target in LINK.findall(FENCE.sub("", text)):
+        if re.match(r"[a-z][a-z+.-]*:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        full = os.path.normpath(os.path.join(root, os.path.dirname(page), path)) if path else os.path.join(root, page)
+        if not os.path.exists(full):
+            broken.append((target, "no such file"))
+        elif anchor and full.endswith(".md"):
+            with open(full, encoding="utf-8") as f:
+                if anchor not in anchors(f.read()):
+                    broken.append((target, "no such heading"))
+    return broken
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_relative_link_leads_to_a_file_and_heading(page):
+    assert broken_links(page, read(page)) == []
+
+
+@pytest.mark.parametrize("page", MANUAL)
+def test_no_page_points_outside_the_repository(page):
+    text = read(page)
+    assert "../shared" not in text
+    assert re.findall(r"\bissue\s*#?\d+", text, re.I) == []
+
+
+# ---------------------------------------------------------------- commands and their flags
+
+def commands(text):
+    """(line number, target, the words after it) of every command in `text`, a backslash
+    continuation joined to its line."""
+    found, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        number, line = i + 1, lines[i]
+        while line.endswith("\\") and i + 1 < len(lines):
+            i += 1
+            line = line[:-1] + " " + lines[i]
+        for m in COMMAND.finditer(line):
+            rest = re.split(r"`|;|&&|\|\||\s#|\)|\|", m.group(2))[0]
+            found.append((number, m.group(1), rest))
+        i += 1
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def help_flags(script, *argv):
+    """The flags `script argv --help` lists, read from its main() in this process; None
+    when the script has no main (not a command of this repository)."""
+    path = os.path.join(ROOT, script)
+    name = "doc_help_" + re.sub(r"\W", "_", script)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(path))  # as `python3 script` has it: bench/common.py
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(os.path.dirname(path))
+    if not hasattr(module, "main"):
+        return None
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), pytest.raises(SystemExit):
+        module.main([*argv, "--help"])
+    return frozenset(HELP_FLAG.findall(out.getvalue()))
+
+
+def method_names():
+    from methods import methods
+    return set(methods())
+
+
+SWEEP_STAGES = {"gls": ("main_warmup.py", "main_GLS_load.py", "main_GLS_direct_train.py"),
+                "sln": ("noise_cifar_train.py",)}
+
+
+def known_flags(target, words):
+    """The flags the command `target words` accepts, or None for a command this check
+    cannot resolve: not a file of the repository, or a placeholder (`--method NAME`,
+    `sweep.py SCRIPT`) or an example method that methods/ does not hold."""
+    if target.startswith("-m"):
+        target = target.split()[1].replace(".", "/") + ".py"
+    if not os.path.isfile(os.path.join(ROOT, target)):
+        return None
+    method = re.search(r"--method[= ](\S+)", words)
+    method_argv = ()
+    if method:
+        if method.group(1) not in method_names():
+            return None
+        method_argv = ("--method", method.group(1))
+    if target == "sweep.py":
+        stage = (shlex.split(words) or [""])[0]
+        scripts = SWEEP_STAGES.get(stage, (stage,) if stage.endswith(".py") else None)
+        if scripts is None or not all(os.path.isfile(os.path.join(ROOT, s)) for s in scripts):
+            return None
+        # Flags the sweep does not know go to every run: the runs' scripts' flags count too.
+        known = set(help_flags(target, stage))
+        for script in scripts:
+            known |= help_flags(script, *(method_argv if script == "train.py" else ()))
+        return known
+    if target == "train.py":
+        # A flag of another method is refused by name (the manual shows such refusals): it
+        # exists, so the flags of every method count.
+        return set(help_flags(target, *method_argv)).union(*(help_flags(target, "--method", m)
+                                                            for m in method_names()))
+    return help_flags(target, *method_argv)
+
+
+def unknown_flags(text):
+    """(line, command, flag) of every documented flag its command's --help does not list."""
+    unknown = []
+    for number, target, words in commands(text):
+        flags = FLAG.findall(words)
+        if not flags or target.startswith("-m pytest"):
+            continue
+        known = known_flags(target, words)
+        if known is None:
+            continue
+        unknown += [(number, target, flag) for flag in flags if flag not in known]
+    return unknown
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_documented_flag_is_in_its_commands_help(page):
+    assert unknown_flags(read(page)) == []
+
+
+def test_the_checks_find_a_broken_link_a_missing_heading_and_an_unknown_flag(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "B.md").write_text("# Title\n\n## The part: one, two\n")
+    page = ("[ok](B.md#the-part-one-two) [gone](C.md) [bad](B.md#the-part) [web](https://x.org/C.md)\n"
+            "```\n[in code](D.md)\n```\n")
+    assert broken_links("docs/A.md", page, root=str(tmp_path)) == [("C.md", "no such file"),
+                                                                   ("B.md#the-part", "no such heading")]
+    doc = ("```\npython3 main_warmup.py --noise_type sym \\\n    --no_such_flag 1   # --not_a_flag\n```\n"
+           "`main_GLS_load.py --warmup_ckpt last` and `python3 train.py --method NAME --whatever`\n"
+           "python3 sweep.py gls --smooth_rates '0.4' --n_epoch 3 --gpus_typo 0\n")
+    assert unknown_flags(doc) == [(2, "main_warmup.py", "--no_such_flag"), (6, "sweep.py", "--gpus_typo")]
