@@ -1,0 +1,122 @@
+"""The baseline methods' losses and selections (methods/gce.py, elr.py, forward.py,
+coteaching.py) against independent float64 numpy computations on fixed logits."""
+import numpy as np
+import pytest
+import torch
+
+from methods.elr import elr_loss, released_defaults
+from methods.gce import gce_loss
+
+
+def numpy_softmax(z):
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(16, 5, generator=g) * 2, torch.randint(0, 5, (16,), generator=g)
+
+
+# ---------------------------------------------------------------- GCE
+
+@pytest.mark.parametrize("q", [1e-4, 0.1, 0.5, 0.7, 1.0])
+def test_gce_equals_its_formula(batch, q):
+    logits, labels = batch
+    p_y = numpy_softmax(logits.numpy())[np.arange(16), labels.numpy()]
+    expected = np.mean((1 - p_y ** q) / q)
+    assert gce_loss(logits, labels, q).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_gce_limits_are_cross_entropy_and_mae(batch):
+    logits, labels = batch
+    p_y = numpy_softmax(logits.numpy())[np.arange(16), labels.numpy()]
+    ce = np.mean(-np.log(p_y))
+    assert gce_loss(logits, labels, 1e-5).item() == pytest.approx(ce, rel=1e-3)  # q -> 0
+    assert gce_loss(logits, labels, 0.0).item() == pytest.approx(ce, rel=1e-6)   # defined as the limit
+    assert gce_loss(logits, labels, 1.0).item() == pytest.approx(np.mean(1 - p_y), rel=1e-6)  # MAE
+
+
+def test_gce_gradient_weighs_samples_by_p_y_to_the_q(batch):
+    """dL_q/dz = p_y^q * dCE/dz per sample (the paper's gradient, eq. 5): numpy's, by hand."""
+    logits, labels = batch
+    q = 0.7
+    z = logits.clone().requires_grad_(True)
+    gce_loss(z, labels, q).backward()
+    p = numpy_softmax(logits.numpy())
+    onehot = np.eye(5)[labels.numpy()]
+    p_y = p[np.arange(16), labels.numpy()]
+    expected = (p_y ** q)[:, None] * (p - onehot) / 16
+    np.testing.assert_allclose(z.grad.numpy(), expected, rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------- ELR
+
+def numpy_elr_steps(batches, n, k, lam, beta):
+    """The release's update and loss, in float64 numpy: one (loss, targets) per step."""
+    t = np.zeros((n, k))
+    out = []
+    for z, y, idx in batches:
+        p = np.clip(numpy_softmax(z), 1e-4, 1 - 1e-4)
+        t[idx] = beta * t[idx] + (1 - beta) * p / p.sum(1, keepdims=True)
+        ce = np.mean(-np.log(numpy_softmax(z)[np.arange(len(y)), y]))
+        reg = np.mean(np.log(1 - (t[idx] * p).sum(1)))
+        out.append((ce + lam * reg, t.copy()))
+    return out
+
+
+def test_elr_targets_and_loss_over_three_steps_match_numpy():
+    g = torch.Generator().manual_seed(1)
+    n, k, lam, beta = 12, 4, 3.0, 0.7
+    # three batches, the second and third revisiting rows of the first
+    indices = [torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([3, 4, 5, 6, 7, 8]), torch.tensor([0, 4, 8, 11])]
+    batches = [(torch.randn(len(i), k, generator=g) * 3, torch.randint(0, k, (len(i),), generator=g), i)
+               for i in indices]
+    expected = numpy_elr_steps([(z.numpy(), y.numpy(), i.numpy()) for z, y, i in batches], n, k, lam, beta)
+    targets = torch.zeros(n, k)
+    for (z, y, i), (loss, t) in zip(batches, expected):
+        assert elr_loss(z, y, targets, i, lam, beta).item() == pytest.approx(loss, rel=1e-5)
+        np.testing.assert_allclose(targets.numpy(), t, rtol=1e-5, atol=1e-7)
+    # rows never seen keep their zero target; rows seen once hold (1 - beta) p
+    assert targets[[9, 10]].abs().sum() == 0
+    assert targets[1].sum().item() == pytest.approx(1 - beta, rel=1e-6)
+    assert targets[4].sum().item() == pytest.approx(1 - beta ** 3, rel=1e-6)  # seen three times
+
+
+def test_elr_gradient_reaches_the_prediction_not_the_target():
+    g = torch.Generator().manual_seed(2)
+    z = (torch.randn(3, 4, generator=g) * 2).requires_grad_(True)
+    y, idx = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])
+    targets = torch.zeros(3, 4)
+    targets[:] = torch.tensor([0.1, 0.2, 0.3, 0.4])  # an earlier target
+    before = targets.clone()
+    elr_loss(z, y, targets, idx, 3.0, 0.7).backward()
+    # numpy gradient of CE + lam * mean log(1 - <p, t>) with t held fixed (after the update)
+    zn = z.detach().numpy().astype(np.float64)
+    p = numpy_softmax(zn)  # no entry is clamped at these logits
+    assert (p > 1e-4).all() and (p < 1 - 1e-4).all()
+    t = 0.7 * before.numpy() + 0.3 * p
+    onehot = np.eye(4)[y.numpy()]
+    inner = (t * p).sum(1, keepdims=True)
+    d_reg_dp = -t / (1 - inner)                    # d log(1 - <p, t>) / dp
+    d_reg_dz = p * (d_reg_dp - (d_reg_dp * p).sum(1, keepdims=True))
+    expected = ((p - onehot) + 3.0 * d_reg_dz) / 3
+    np.testing.assert_allclose(z.grad.numpy(), expected, rtol=1e-4, atol=1e-6)
+    assert targets.grad is None
+
+
+def test_elr_lambda_zero_is_cross_entropy(batch):
+    logits, labels = batch
+    p_y = numpy_softmax(logits.numpy())[np.arange(16), labels.numpy()]
+    loss = elr_loss(logits, labels, torch.zeros(16, 5), torch.arange(16), 0.0, 0.7)
+    assert loss.item() == pytest.approx(np.mean(-np.log(p_y)), rel=1e-6)
+
+
+def test_elr_defaults_are_the_released_configurations():
+    assert released_defaults("cifar10", "symmetric") == (3.0, 0.7)
+    assert released_defaults("cifar10", "asym") == (1.0, 0.9)
+    assert released_defaults("cifar100", "symmetric") == (7.0, 0.9)
+    assert released_defaults("cifar100", "asym") == (7.0, 0.9)
+    assert released_defaults("digits", "symmetric") == (3.0, 0.7)

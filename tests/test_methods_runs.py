@@ -1,0 +1,139 @@
+"""The baseline methods through train.py: --help, their flags and refusals, the columns they
+add, and exact resume after SIGTERM (digits, ResNet-18 at width 4, a few epochs)."""
+import os
+import signal
+
+import pytest
+import torch
+
+from conftest import ROOT, parse_flags, read_csv, read_json, run_cli
+from errors import UserError
+from methods import get_method
+from utils.engine import run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = ["--dataset", "digits", "--model", "resnet18", "--width", "4", "--device", "cpu",
+         "--noise_rate", "0.4", "--lr", "0.05", "--batch_size", "256", "--test_batch_size", "512"]
+
+
+def interrupted(method_cls, stop):
+    """A subclass of method_cls whose process receives SIGTERM (as a scheduler sends it) as
+    epoch `stop` (0-based) starts: the engine saves after the previous epoch and ends."""
+    class Interrupted(method_cls):
+        def start_epoch(self, epoch, run_state):
+            super().start_epoch(epoch, run_state)
+            if epoch == stop:
+                signal.raise_signal(signal.SIGTERM)
+    return Interrupted
+
+
+def train(argv, method_cls=None):
+    """train.py's flags parsed and checked, then the engine in this process; (code, folder)."""
+    cfg = parse_flags("train", *argv)
+    cls = method_cls or get_method(cfg.method)
+    code = run(cfg, "train", cls.from_config(cfg))
+    return code, [os.path.join(cfg.result_dir, "train", d) for d in os.listdir(os.path.join(cfg.result_dir, "train"))]
+
+
+def timeless(rows):
+    return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+
+
+def assert_sigterm_resume_is_exact(method, extra, tmp_path, n_epoch=4, stop=2):
+    """Interrupted at epoch `stop` and resumed, the run ends with the metrics, summary values
+    and last.pt (networks and method state) of a run never interrupted; returns its rows."""
+    argv = ["--method", method, *SMALL, "--n_epoch", str(n_epoch), *extra]
+    code, (whole,) = train(argv + ["--result_dir", str(tmp_path / "whole")])
+    assert code == 0
+    parts_argv = argv + ["--result_dir", str(tmp_path / "parts")]
+    code, (parts,) = train(parts_argv, interrupted(get_method(method), stop))
+    assert code == 143
+    summary = read_json(os.path.join(parts, "summary.json"))
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] == stop
+    code, _ = train(parts_argv + ["--resume"])
+    assert code == 0
+    rows = read_csv(os.path.join(whole, "metrics.csv"))
+    assert len(rows) == n_epoch and timeless(read_csv(os.path.join(parts, "metrics.csv"))) == timeless(rows)
+    a, b = (read_json(os.path.join(f, "summary.json")) for f in (whole, parts))
+    assert a["status"] == b["status"] == "finished"
+    assert {k: v for k, v in a.items() if k.startswith(("best_", "last_"))} == \
+           {k: v for k, v in b.items() if k.startswith(("best_", "last_"))}
+    ca, cb = (torch.load(os.path.join(f, "last.pt"), weights_only=True) for f in (whole, parts))
+    for name in ca["model"]:
+        assert torch.equal(ca["model"][name], cb["model"][name]), name
+    for net in ca["networks"]:
+        for name, value in ca["networks"][net]["model"].items():
+            assert torch.equal(value, cb["networks"][net]["model"][name]), (net, name)
+    for key, value in ca["method"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, cb["method"][key]), key
+    return rows, ca
+
+
+# ---------------------------------------------------------------- the command line
+
+FLAGS = {"gce": ["--q", "(default: 0.7)"],
+         "elr": ["--elr_lambda", "--elr_beta", "3 on CIFAR-10"]}
+
+
+def test_help_lists_the_methods_and_each_shows_its_flags_with_defaults():
+    out = run_cli("train.py", "--help")
+    assert out.returncode == 0
+    for name in FLAGS:
+        assert f"\n  {name} " in out.stdout, name
+    for name, expected in FLAGS.items():
+        out = run_cli("train.py", "--method", name, "--help")
+        assert out.returncode == 0, out.stderr
+        text = " ".join(out.stdout.split())
+        for piece in expected:
+            assert piece in text, (name, piece)
+
+
+def test_a_flag_of_another_method_is_refused_with_exit_2(tmp_path):
+    out = run_cli("train.py", "--method", "elr", "--q", "0.5", "--dataset", "digits",
+                  "--result_dir", tmp_path)
+    assert out.returncode == 2
+    assert "--q is a flag of method gce, not of this run's method elr" in out.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("extra,expected", [
+    (["--method", "gce", "--q", "1.5"], "--q 1.5 is outside [0, 1]"),
+    (["--method", "elr", "--elr_lambda", "-1"], "--elr_lambda -1.0 must be >= 0"),
+    (["--method", "elr", "--elr_beta", "1"], "--elr_beta 1.0 is outside [0, 1)"),
+])
+def test_bad_values_are_user_errors(extra, expected):
+    with pytest.raises(UserError) as err:
+        parse_flags("train", *extra, *SMALL)
+    assert expected in str(err.value)
+
+
+def test_elr_defaults_follow_the_data_set_and_an_explicit_value_shares_the_folder():
+    cfg = parse_flags("train", "--method", "elr", *SMALL)
+    assert (cfg.elr_lambda, cfg.elr_beta) == (3.0, 0.7)
+    cfg100 = parse_flags("train", "--method", "elr", "--dataset", "cifar100")
+    assert (cfg100.elr_lambda, cfg100.elr_beta) == (7.0, 0.9)
+    typed = parse_flags("train", "--method", "elr", *SMALL, "--elr_lambda", "3", "--elr_beta", "0.7")
+    assert vars(typed) == vars(cfg)
+
+
+# ---------------------------------------------------------------- runs
+
+def test_gce_q0_trains_exactly_as_cross_entropy(tmp_path):
+    """gce at q 0 (its knob baseline) and gls at smooth rate 0 (plain CE) end bit-identical."""
+    _, (gce,) = train(["--method", "gce", "--q", "0", *SMALL, "--n_epoch", "2", "--result_dir", str(tmp_path / "a")])
+    _, (gls,) = train(["--method", "gls", "--smooth_rate", "0", *SMALL, "--n_epoch", "2",
+                       "--result_dir", str(tmp_path / "b")])
+    assert timeless(read_csv(os.path.join(gce, "metrics.csv"))) == timeless(read_csv(os.path.join(gls, "metrics.csv")))
+    summary = read_json(os.path.join(gce, "summary.json"))
+    assert summary["is_ce"] and summary["knobs"] == {"q": 0.0} and summary["method"] == "ce"
+
+
+def test_elr_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
+    rows, last = assert_sigterm_resume_is_exact("elr", [], tmp_path)
+    targets = last["method"]["targets"]
+    # every row was visited each epoch: its target is a mix of probability vectors, mass
+    # 1 - beta^(visits) with 4 visits, beta 0.7
+    assert targets.shape == (1437, 10)
+    assert torch.allclose(targets.sum(1), torch.full((1437,), 1 - 0.7 ** 4), atol=1e-5)
