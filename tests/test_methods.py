@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from methods.coteaching import coteaching_losses, forget_schedule
 from methods.elr import elr_loss, released_defaults
 from methods.gce import gce_loss
 
@@ -120,3 +121,54 @@ def test_elr_defaults_are_the_released_configurations():
     assert released_defaults("cifar100", "symmetric") == (7.0, 0.9)
     assert released_defaults("cifar100", "asym") == (7.0, 0.9)
     assert released_defaults("digits", "symmetric") == (3.0, 0.7)
+
+
+# ---------------------------------------------------------------- Co-teaching
+
+def numpy_ce(z, y):
+    return -np.log(numpy_softmax(z)[np.arange(len(y)), y])
+
+
+def test_coteaching_keeps_the_small_loss_samples_and_trains_each_network_on_its_peers_choice():
+    """10 samples; labels 7, 8, 9 are planted wrong (both networks put their mass elsewhere).
+    The main network also finds sample 0 hard and the peer sample 1: with 40% forgotten, each
+    keeps the six others, and each network's loss is over the samples its PEER kept."""
+    k = 4
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    right = torch.nn.functional.one_hot(labels, k).float() * 4.0
+    wrong = torch.nn.functional.one_hot((labels + 1) % k, k).float() * 6.0
+    logits = torch.where(torch.arange(10)[:, None] >= 7, wrong, right)
+    logits = logits + torch.linspace(0, 0.3, 10)[:, None] * torch.tensor([0.0, 1.0, 0.0, 0.0])  # no ties
+    peer_logits = logits.clone()
+    logits[0], peer_logits[1] = wrong[0], wrong[1]
+    z, pz = logits.clone().requires_grad_(True), peer_logits.clone().requires_grad_(True)
+    loss, peer_loss, keep, peer_keep = coteaching_losses(z, pz, labels, 0.4)
+    assert sorted(keep.tolist()) == [1, 2, 3, 4, 5, 6]       # the main network's choice
+    assert sorted(peer_keep.tolist()) == [0, 2, 3, 4, 5, 6]  # the peer's
+    ce, peer_ce = numpy_ce(logits.numpy(), labels.numpy()), numpy_ce(peer_logits.numpy(), labels.numpy())
+    assert loss.item() == pytest.approx(ce[[0, 2, 3, 4, 5, 6]].mean(), rel=1e-6)
+    assert peer_loss.item() == pytest.approx(peer_ce[[1, 2, 3, 4, 5, 6]].mean(), rel=1e-6)
+    (loss + peer_loss).backward()
+    # gradient (p - onehot) / 6 on the rows the peer kept, nothing elsewhere
+    expected = np.zeros((10, k))
+    rows = [0, 2, 3, 4, 5, 6]
+    expected[rows] = (numpy_softmax(logits.numpy()) - np.eye(k)[labels.numpy()])[rows] / 6
+    np.testing.assert_allclose(z.grad.numpy(), expected, rtol=1e-5, atol=1e-7)
+    assert (pz.grad[[0, 7, 8, 9]] == 0).all() and (pz.grad[1] != 0).any()
+
+
+def test_coteaching_keeps_int_of_the_remembered_share_and_at_least_one():
+    z = torch.randn(7, 3)
+    y = torch.zeros(7, dtype=torch.int64)
+    assert len(coteaching_losses(z, z, y, 0.3)[2]) == 4   # int(0.7 * 7) = 4, as released
+    assert len(coteaching_losses(z, z, y, 0.0)[2]) == 7
+    assert len(coteaching_losses(z[:2], z[:2], y[:2], 0.6)[2]) == 1  # int(0.8) = 0 -> 1
+
+
+@pytest.mark.parametrize("tau,t_k,c,n_epoch", [(0.4, 10, 1.0, 30), (0.2, 5, 2.0, 12), (0.5, 10, 0.5, 6),
+                                               (0.4, 1, 1.0, 5), (0.4, 0, 1.0, 5), (0.0, 10, 1.0, 4)])
+def test_forget_schedule_is_the_releases_read_at_epoch_plus_one(tau, t_k, c, n_epoch):
+    """R of engine epoch e is the release's rate_schedule[e + 1]: tau^c (e + 1) / (T_k - 1)
+    while e + 1 < T_k, then tau."""
+    expected = [tau ** c * (e + 1) / (t_k - 1) if e + 1 < t_k else tau for e in range(n_epoch)]
+    np.testing.assert_allclose(forget_schedule(tau, t_k, c, n_epoch), expected, rtol=1e-12, atol=1e-15)

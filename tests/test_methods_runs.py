@@ -74,7 +74,9 @@ def assert_sigterm_resume_is_exact(method, extra, tmp_path, n_epoch=4, stop=2):
 # ---------------------------------------------------------------- the command line
 
 FLAGS = {"gce": ["--q", "(default: 0.7)"],
-         "elr": ["--elr_lambda", "--elr_beta", "3 on CIFAR-10"]}
+         "elr": ["--elr_lambda", "--elr_beta", "3 on CIFAR-10"],
+         "coteaching": ["--forget_rate", "--noise_rate, as released", "--num_gradual", "(default: 10)",
+                        "--exponent", "(default: 1.0)"]}
 
 
 def test_help_lists_the_methods_and_each_shows_its_flags_with_defaults():
@@ -102,6 +104,10 @@ def test_a_flag_of_another_method_is_refused_with_exit_2(tmp_path):
     (["--method", "gce", "--q", "1.5"], "--q 1.5 is outside [0, 1]"),
     (["--method", "elr", "--elr_lambda", "-1"], "--elr_lambda -1.0 must be >= 0"),
     (["--method", "elr", "--elr_beta", "1"], "--elr_beta 1.0 is outside [0, 1)"),
+    (["--method", "coteaching", "--forget_rate", "1"], "--forget_rate 1.0 is outside [0, 1)"),
+    (["--method", "coteaching", "--num_gradual", "-1"], "--num_gradual -1 must be >= 0"),
+    (["--method", "coteaching", "--exponent", "0"], "--exponent 0.0 must be > 0"),
+    (["--method", "coteaching", "--noise_type", "clean"], "noise type clean takes no --noise_rate"),
 ])
 def test_bad_values_are_user_errors(extra, expected):
     with pytest.raises(UserError) as err:
@@ -137,3 +143,45 @@ def test_elr_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
     # 1 - beta^(visits) with 4 visits, beta 0.7
     assert targets.shape == (1437, 10)
     assert torch.allclose(targets.sum(1), torch.full((1437,), 1 - 0.7 ** 4), atol=1e-5)
+
+
+def test_coteaching_follows_its_schedule_and_counts_what_it_keeps(tmp_path):
+    """Per epoch: forget_rate is R(e) = 0.4 (e + 1) / 2, then 0.4 (num_gradual 3); the kept
+    fraction is sum over the batches of int((1 - R) B) / N, counted here from the batch
+    sizes (1437 images, batches of 256: five full and one of 157); the peer is evaluated."""
+    code, (folder,) = train(["--method", "coteaching", *SMALL, "--n_epoch", "4", "--num_gradual", "3",
+                             "--result_dir", str(tmp_path)])
+    assert code == 0
+    rows = read_csv(os.path.join(folder, "metrics.csv"))
+    rates = [0.2, 0.4, 0.4, 0.4]
+    sizes = [256] * 5 + [157]
+    for row, rate in zip(rows, rates):
+        assert float(row["forget_rate"]) == pytest.approx(rate)
+        kept = sum(int((1 - rate) * b) for b in sizes)
+        assert float(row["kept_fraction"]) == pytest.approx(kept / 1437, rel=1e-12)
+        assert 0 < float(row["kept_clean_fraction"]) <= 1 and 0 < float(row["kept_clean_fraction_peer"]) <= 1
+        assert row["test_acc_peer"] and row["test_acc_peer"] != row["test_acc"]  # two networks
+    summary = read_json(os.path.join(folder, "summary.json"))
+    assert summary["knobs"] == {"forget_rate": 0.4} and "best_test_acc_peer" in summary
+
+
+def test_coteaching_keeping_everything_keeps_the_clean_share_of_the_labels(tmp_path):
+    """forget_rate 0: every sample is kept, so the clean share among the kept is one minus
+    the actual noise rate of noise.json, every epoch, for both networks."""
+    code, (folder,) = train(["--method", "coteaching", *SMALL, "--n_epoch", "2", "--forget_rate", "0",
+                             "--result_dir", str(tmp_path)])
+    assert code == 0
+    clean = 1 - read_json(os.path.join(folder, "noise.json"))["actual_noise_rate"]
+    for row in read_csv(os.path.join(folder, "metrics.csv")):
+        assert float(row["kept_fraction"]) == 1.0
+        assert float(row["kept_clean_fraction"]) == pytest.approx(clean, rel=1e-12)
+        assert float(row["kept_clean_fraction_peer"]) == pytest.approx(clean, rel=1e-12)
+
+
+def test_coteaching_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
+    rows, last = assert_sigterm_resume_is_exact("coteaching", ["--num_gradual", "3"], tmp_path)
+    assert set(last["networks"]) == {"peer"} and "test_acc_peer" in rows[0]
+    # the kept samples of the last epochs hold more clean labels than the labels do
+    clean = 1 - read_json(os.path.join(tmp_path / "whole" / "train", os.listdir(tmp_path / "whole" / "train")[0],
+                                       "noise.json"))["actual_noise_rate"]
+    assert float(rows[-1]["kept_clean_fraction"]) > clean
