@@ -6,6 +6,7 @@ import torch
 
 from methods.coteaching import coteaching_losses, forget_schedule
 from methods.elr import elr_loss, released_defaults
+from methods.forward import empirical_transition, estimate_transition, forward_loss
 from methods.gce import gce_loss
 
 
@@ -172,3 +173,54 @@ def test_forget_schedule_is_the_releases_read_at_epoch_plus_one(tau, t_k, c, n_e
     while e + 1 < T_k, then tau."""
     expected = [tau ** c * (e + 1) / (t_k - 1) if e + 1 < t_k else tau for e in range(n_epoch)]
     np.testing.assert_allclose(forget_schedule(tau, t_k, c, n_epoch), expected, rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------- forward correction
+
+PAIR_T = np.array([[0.6, 0.4, 0.0, 0.0],
+                   [0.0, 0.7, 0.3, 0.0],
+                   [0.0, 0.0, 1.0, 0.0],
+                   [0.2, 0.2, 0.2, 0.4]])
+
+
+def test_forward_loss_and_gradient_with_a_known_matrix(batch):
+    """-log (T^T p)_y, and its gradient p_j (1 - T[j, y] / (T^T p)_y) by hand, with zeros in T."""
+    logits, labels = batch[0][:, :4], batch[1] % 4
+    z = logits.clone().requires_grad_(True)
+    loss = forward_loss(z, labels, torch.log(torch.tensor(PAIR_T, dtype=torch.float32)))
+    loss.backward()
+    p = numpy_softmax(logits.numpy())
+    y = labels.numpy()
+    q_y = (p @ PAIR_T)[np.arange(16), y]
+    assert loss.item() == pytest.approx(np.mean(-np.log(q_y)), rel=1e-6)
+    expected = p * (1 - PAIR_T[:, y].T / q_y[:, None]) / 16
+    np.testing.assert_allclose(z.grad.numpy(), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_forward_with_the_identity_is_cross_entropy(batch):
+    logits, labels = batch
+    p_y = numpy_softmax(logits.numpy())[np.arange(16), labels.numpy()]
+    loss = forward_loss(logits, labels, torch.log(torch.eye(5)))
+    assert loss.item() == pytest.approx(np.mean(-np.log(p_y)), rel=1e-6)
+
+
+def test_empirical_transition_counts_the_labels_by_hand():
+    true = np.array([0, 0, 0, 0, 1, 1, 2, -1])
+    noisy = np.array([0, 0, 1, 2, 1, 0, 2, 1])
+    T = empirical_transition(true, noisy, 4)
+    np.testing.assert_array_equal(T, [[0.5, 0.25, 0.25, 0], [0.5, 0.5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+
+
+def test_estimated_transition_takes_the_anchor_below_the_97th_percentile():
+    """Column i of 100 samples holds distinct values; the 97th percentile ('higher') of 100
+    values is the 98th smallest, so the three largest are outliers and the anchor is the
+    sample with the fourth largest p(i|x). Percentile 100: the sample with the largest."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=100)
+    T = estimate_transition(probs, 97)
+    T100 = estimate_transition(probs, 100)
+    for i in range(3):
+        order = np.argsort(probs[:, i])
+        np.testing.assert_allclose(T[i], probs[order[-4]] / probs[order[-4]].sum(), rtol=1e-12)
+        np.testing.assert_allclose(T100[i], probs[order[-1]] / probs[order[-1]].sum(), rtol=1e-12)
+    assert np.allclose(T.sum(1), 1)

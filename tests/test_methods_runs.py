@@ -6,7 +6,10 @@ import signal
 import pytest
 import torch
 
-from conftest import ROOT, parse_flags, read_csv, read_json, run_cli
+import numpy as np
+
+from conftest import parse_flags, read_csv, read_json, run_cli
+from data import load_dataset
 from errors import UserError
 from methods import get_method
 from utils.engine import run
@@ -76,7 +79,9 @@ def assert_sigterm_resume_is_exact(method, extra, tmp_path, n_epoch=4, stop=2):
 FLAGS = {"gce": ["--q", "(default: 0.7)"],
          "elr": ["--elr_lambda", "--elr_beta", "3 on CIFAR-10"],
          "coteaching": ["--forget_rate", "--noise_rate, as released", "--num_gradual", "(default: 10)",
-                        "--exponent", "(default: 1.0)"]}
+                        "--exponent", "(default: 1.0)"],
+         "forward": ["--transition {true,estimate}", "(default: true)", "--estimate_from RUN",
+                     "--anchor_percentile", "default: 97"]}
 
 
 def test_help_lists_the_methods_and_each_shows_its_flags_with_defaults():
@@ -108,6 +113,10 @@ def test_a_flag_of_another_method_is_refused_with_exit_2(tmp_path):
     (["--method", "coteaching", "--num_gradual", "-1"], "--num_gradual -1 must be >= 0"),
     (["--method", "coteaching", "--exponent", "0"], "--exponent 0.0 must be > 0"),
     (["--method", "coteaching", "--noise_type", "clean"], "noise type clean takes no --noise_rate"),
+    (["--method", "forward", "--transition", "estimate"], "--transition estimate needs --estimate_from RUN"),
+    (["--method", "forward", "--estimate_from", "x"], "--estimate_from applies to --transition estimate"),
+    (["--method", "forward", "--transition", "estimate", "--estimate_from", "/nonexistent"],
+     "--estimate_from /nonexistent is no folder"),
 ])
 def test_bad_values_are_user_errors(extra, expected):
     with pytest.raises(UserError) as err:
@@ -185,3 +194,49 @@ def test_coteaching_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
     clean = 1 - read_json(os.path.join(tmp_path / "whole" / "train", os.listdir(tmp_path / "whole" / "train")[0],
                                        "noise.json"))["actual_noise_rate"]
     assert float(rows[-1]["kept_clean_fraction"]) > clean
+
+
+def test_forward_true_on_human_noise_names_the_estimate_instead():
+    with pytest.raises(UserError) as err:
+        parse_flags("train", "--method", "forward", "--dataset", "cifar10", "--noise_type", "worst")
+    assert "--transition estimate --estimate_from RUN" in str(err.value)
+
+
+def test_forward_true_uses_the_runs_counted_noise_matrix(tmp_path):
+    code, (folder,) = train(["--method", "forward", *SMALL, "--n_epoch", "1", "--result_dir", str(tmp_path)])
+    assert code == 0
+    noisy = np.load(os.path.join(folder, "noisy_labels.npy"))
+    clean = load_dataset("digits").train_labels
+    counts = np.zeros((10, 10))
+    for t, n in zip(clean, noisy):
+        counts[t, n] += 1
+    T = torch.load(os.path.join(folder, "last.pt"), weights_only=True)["method"]["transition"].numpy()
+    np.testing.assert_allclose(T, counts / counts.sum(1, keepdims=True), rtol=1e-6)
+    assert abs(np.diag(T).mean() - 0.6) < 0.03  # 40% symmetric noise
+
+
+def test_forward_estimate_from_a_ce_run_follows_the_anchor_rule(tmp_path):
+    """A one-epoch CE run records its training softmax (--record_train_probs: the mean over
+    its one epoch is the last model's, which is its best.pt); the estimate made from its
+    best.pt is the anchor rule applied, here by hand, to those probabilities."""
+    code, (ce,) = train(["--method", "gls", "--smooth_rate", "0", *SMALL, "--n_epoch", "1",
+                         "--record_train_probs", "--result_dir", str(tmp_path / "ce")])
+    assert code == 0
+    code, (fwd,) = train(["--method", "forward", *SMALL, "--n_epoch", "1", "--transition", "estimate",
+                          "--estimate_from", ce, "--result_dir", str(tmp_path / "fwd")])
+    assert code == 0
+    probs = np.load(os.path.join(ce, "train_probs.npy"))
+    expected = np.empty((10, 10))
+    for i in range(10):
+        order = np.argsort(probs[:, i])  # 1437 images: the 97th percentile ('higher') is the
+        rank = int(np.ceil(0.97 * 1436))  # value of rank ceil(0.97 * 1436) = 1393; below it: 1392
+        anchor = order[rank - 1]
+        expected[i] = probs[anchor] / probs[anchor].sum()
+    T = torch.load(os.path.join(fwd, "last.pt"), weights_only=True)["method"]["transition"].numpy()
+    np.testing.assert_allclose(T, expected, rtol=1e-4, atol=1e-6)
+    # another noise rate: other labels, refused before anything is written
+    with pytest.raises(UserError) as err:
+        train(["--method", "forward", *SMALL, "--noise_rate", "0.2", "--n_epoch", "1", "--transition", "estimate",
+               "--estimate_from", ce, "--result_dir", str(tmp_path / "other")])
+    assert "was trained on other labels" in str(err.value) and "labels_sha1" in str(err.value)
+    assert not os.path.exists(tmp_path / "other" / "train") or not os.listdir(tmp_path / "other" / "train")
