@@ -716,10 +716,11 @@ def ce_baseline(group, groups):
     comparable settings equal to this one's and the same data, whichever script made it;
     None for a group that is itself CE.
 
-    Several match: the same script first (of the same code; the same script with other code
-    is never used), then the one with most seeds in common, then by id; the note names the
-    others. Runs of other scripts have another source hash by construction, so their code
-    cannot be compared.
+    Several match: the same script first, then the one with most seeds in common, then by
+    id; the note names the others. CE runs of the same script and method must have been
+    made by the same code (those of other code are never used); runs of another script or
+    another method (train.py --method X against --method gls at r = 0) have another source
+    hash by construction, so their code cannot be compared.
     """
     record = group.record
     if record["is_ce"]:
@@ -728,7 +729,8 @@ def ce_baseline(group, groups):
         return None, "the runs recorded no comparable settings: no CE run can be matched"
     matching = [g for g in groups.values() if g is not group and g.record and g.record["is_ce"]
                 and g.record["comparable"] is not None and same(g.record["comparable"], record["comparable"])]
-    usable = [g for g in matching if g.data == group.data and (g.script != group.script or g.code == group.code)]
+    kind = same_kind(group)
+    usable = [g for g in matching if g.data == group.data and (not kind(g) or g.code == group.code)]
     if not usable:
         if matching:
             return None, ("CE runs with these comparable settings exist only with other code or data: "
@@ -744,6 +746,14 @@ def ce_baseline(group, groups):
     why = ("same script" if first[0] != second[0] else "most seeds in common" if first != second
            else "the first by id")
     return chosen, f"{len(usable)} CE groups match; used {chosen.gid} ({why}), not " + ", ".join(g.gid for g in others)
+
+
+def same_kind(group):
+    """Whether another group was made by the same script and method file as `group`: only
+    then can their source hashes be compared."""
+    def method_name(g):
+        return g.record["method_name"] if g.record else None
+    return lambda g: g.script == group.script and method_name(g) == method_name(group)
 
 
 def finished_by_seed(runs):

@@ -1128,3 +1128,22 @@ def test_ce_pairing_between_other_scripts_prefers_most_seeds_in_common(results, 
     row = paired_by(out)[("GCE q=0.7", "train", "ce")]
     assert (row["baseline_script"], row["n_pairs"]) == ("noise_cifar_train", "3")
     assert "2 CE groups match" in row["note"] and "(most seeds in common), not main_GLS_direct_train/" in row["note"]
+
+
+def test_ce_pairing_in_train_py_across_methods_ignores_their_code_but_not_within_one(tmp_path):
+    """train.py --method gce against train.py --method sln at sigma 0: other method files, so
+    other source hashes by construction, and still paired; SLN at sigma 0.5 against its
+    CE (sigma 0) of other code: the same method, so never paired."""
+    root = tmp_path / "results"
+    for seed in (0, 1):
+        gce(root, 0.7, seed, GCE[0.7][seed], code="c0de-gce")
+        sln(root, 0.0, seed, SLN[0.0][seed], script="train", code="c0de-sln-old")
+        sln(root, 0.5, seed, SLN[0.5][seed], script="train", code="c0de-sln-new")
+    out = tmp_path / "out"
+    summarized(root, out)
+    paired = paired_by(out)
+    row = paired[("GCE q=0.7", "train", "ce")]
+    assert (row["baseline_script"], row["baseline_label"]) == ("train", "SLN-MO sigma=0")
+    check_pairs(row, {s: GCE[0.7][s] for s in (0, 1)}, {s: SLN[0.0][s][:2] for s in (0, 1)}, [0, 1])
+    row = paired[("SLN-MO sigma=0.5", "train", "ce")]
+    assert row["n_pairs"] == "0" and "exist only with other code or data" in row["note"]
