@@ -186,3 +186,13 @@ def test_the_checks_find_a_broken_link_a_missing_heading_and_an_unknown_flag(tmp
            "`main_GLS_load.py --warmup_ckpt last` and `python3 train.py --method NAME --whatever`\n"
            "python3 sweep.py gls --smooth_rates '0.4' --n_epoch 3 --gpus_typo 0\n")
     assert unknown_flags(doc) == [(2, "main_warmup.py", "--no_such_flag"), (6, "sweep.py", "--gpus_typo")]
+
+
+def test_the_readme_is_a_front_page():
+    """At most 200 lines, pointing nowhere outside the repository, and every page of the
+    manual linked from it."""
+    text = read("README.md")
+    assert len(text.splitlines()) <= 200
+    assert "../shared" not in text and re.findall(r"\bissue\s*#?\d+", text, re.I) == []
+    linked = set(re.findall(r"\]\((docs/[\w.]+\.md)", text))
+    assert set(MANUAL) - {"README.md"} <= linked, sorted(set(MANUAL) - {"README.md"} - linked)
