@@ -1559,7 +1559,7 @@ def main(argv=None):
     if args.paper is not None:
         return main_paper(args)
     if args.out is None:
-        p.error("--out is required (a folder for the tables and plots)")
+        p.error("--out is required (a folder for the tables and plots): pass --out DIR, or --paper NAME for a paper table")
     if args.parts:
         p.error("--parts goes with --paper NAME")
     try:

@@ -1,5 +1,11 @@
 """Shared test helpers: fixture writers in the exact real formats, script runners."""
 import os
+
+# One torch thread per test process (and the scripts it starts), unless the environment
+# says otherwise: `make test` runs two pytest workers, and the SLURM tests' jobs beside them,
+# on two cores. Two threads each would make the small models of the tests many times
+# slower, waiting on each other, not faster. Set before torch is first imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pickle
 import signal
 import subprocess

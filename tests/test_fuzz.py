@@ -802,7 +802,7 @@ CASES = [
      "pass another folder", None),
     ("summarize out a run folder", S_, ["{R}", "--out", "{F}"], "is a run folder", "pass another folder", None),
     ("summarize out empty", S_, ["{R}", "--out", ""], "--out is empty", "pass a folder", None),
-    ("summarize without out", S_, ["{R}"], "the following arguments are required: --out", "usage:", None),
+    ("summarize without out", S_, ["{R}"], "--out is required", "pass --out DIR", None),
     ("summarize results missing", S_, ["{tmp}/none", "--out", "{tmp}/out"], "is not a folder",
      "pass the folder the runs were written to", None),
     ("summarize results a file", S_, ["{F}/config.json", "--out", "{tmp}/out"], "is not a folder",
