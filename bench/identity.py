@@ -48,13 +48,13 @@ def seconds(work, rounds):
     return times
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=50_000, help="training images (test: a fifth as many)")
     p.add_argument("--image_size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", default=None, help="write the figures to this file")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     data = Arrays(args.images, args.images // 5, args.image_size)
     scripts = [os.path.join(identity.ROOT, name) for name in
                ("main_GLS_direct_train.py", "noise_cifar_train.py", "train.py")]
