@@ -135,7 +135,7 @@ def build_parser(kind):
     g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="write the task files and print the sbatch commands; submit nothing"
                         + ("; without --slurm: print the runs' count and cost, start nothing"
-                           if kind == "paper" else ""))
+                           if kind == "paper" else "; without --slurm: print the runs, start nothing"))
     g.add_argument("--sbatch_args", metavar="'OPTIONS'",
                    help="e.g. '-p gpu --gres=gpu:1 --cpus-per-task=4 --time=12:00:00'")
     g.add_argument("--array_parallel", type=positive_int, help="at most N tasks of an array at a time")
@@ -684,8 +684,6 @@ def value(token):
 
 def check_options(opts, kind=None):
     """Every refusal the sweep's own options decide, before a script is imported."""
-    if opts.dry_run and not opts.slurm and kind != "paper":
-        raise SweepError("--dry-run goes with --slurm")
     if opts.keep_stale and opts.overwrite_stale:
         raise SweepError("--keep_stale and --overwrite_stale contradict each other: keep one")
     local = [f for f, on in (("--gpus", opts.gpus is not None), ("--slots", opts.slots),
@@ -974,6 +972,16 @@ def local_slots(opts):
     return ["" if d == "cpu" else d for d in devices for _ in range(opts.runs_per_gpu or 1)]
 
 
+def print_local_plan(runs):
+    """--dry-run without --slurm: every run's command, in the order the sweep starts them, and
+    the run it waits for."""
+    order = {id(run): i + 1 for i, run in enumerate(runs)}
+    print(f"sweep: {len(runs)} runs")
+    for i, run in enumerate(runs, 1):
+        after = f"  (after run {order[id(run.after)]})" if run.after is not None and id(run.after) in order else ""
+        print(f"{i:4d}. {shlex.join(run.command[1:])}{after}")
+
+
 def run_local(runs, opts, log_dir):
     """Run on the slots: a run starts when a slot is free and its warm-up (if any) has
     finished; SIGINT/SIGTERM stop every run (they save) and the sweep."""
@@ -1236,9 +1244,11 @@ def main(argv=None):
             return 130
         if report:
             print(report, flush=True)
-            if opts.dry_run and not opts.slurm:
-                print("dry run: nothing started, nothing written")
-                return 0
+        if opts.dry_run and not opts.slurm:
+            if not report:
+                print_local_plan(runs)
+            print("dry run: nothing started, nothing written")
+            return 0
         os.makedirs(log_dir, exist_ok=True)
         if opts.slurm:
             return submit_slurm(runs, opts, log_dir, name, lead)

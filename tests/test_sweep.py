@@ -230,7 +230,6 @@ def test_sln_dry_run_has_one_array_and_a_short_limit_a_short_warning(tmp_path):
     (["--noise", "symmetric"], "--noise symmetric: write TYPE:RATE"),
     (["--slots", "zero"], "argument --slots: 'zero' must be a positive integer"),
     (["--seeds", "0 0.5"], "--seeds '0 0.5': '0.5' is not an integer"),
-    (["--dry-run"], "--dry-run goes with --slurm"),
     (["--slurm", "--sbatch_args", "-t 1:x"], "cannot read the time limit '1:x'"),
     (["--n_epochs", "3"], "main_warmup.py rejects its flags: unknown flag --n_epochs; did you mean --n_epoch"),
 ])
@@ -238,6 +237,27 @@ def test_bad_options_exit_2_before_anything_starts(tmp_path, bad, message):
     results = tmp_path / "results"
     proc = sweep("gls", "--result_dir", str(results), *bad, check=False)
     assert proc.returncode == 2 and message in proc.stderr and "error: " in proc.stderr
+    assert not results.exists()
+
+
+def test_a_local_dry_run_lists_the_runs_in_order_and_writes_nothing(tmp_path):
+    """Without --slurm, --dry-run prints each run's command (the flags the sweep resolved)
+    and the warm-up it waits for, and starts and writes nothing."""
+    results = tmp_path / "results"
+    proc = sweep("gls", "--seeds", "0 1", "--smooth_rates", "0.4 -2", *FAST, "--result_dir", str(results),
+                 "--dry-run")
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "sweep: 6 runs" and lines[-1] == "dry run: nothing started, nothing written"
+    runs = lines[1:-1]
+    expected = [("main_warmup.py", "0", None, ""), ("main_GLS_load.py", "0", "0.4", "  (after run 1)"),
+                ("main_GLS_load.py", "0", "-2", "  (after run 1)"), ("main_warmup.py", "1", None, ""),
+                ("main_GLS_load.py", "1", "0.4", "  (after run 4)"), ("main_GLS_load.py", "1", "-2", "  (after run 4)")]
+    assert len(runs) == len(expected)
+    for i, (line, (script, seed, rate, after)) in enumerate(zip(runs, expected), 1):
+        words = line.split("  (after")[0].split()
+        assert words[0] == f"{i}." and words[1] == script and line.endswith(after or "--if_exists auto")
+        assert words[words.index("--seed") + 1] == seed
+        assert (words[words.index("--smooth_rate") + 1] if "--smooth_rate" in words else None) == rate
     assert not results.exists()
 
 
