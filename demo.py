@@ -60,23 +60,14 @@ def sweeps(results):
     return gls, sln
 
 
-def cpu_name():
-    """The CPU's model name (Linux /proc/cpuinfo, else what platform knows)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment():
     """One line naming what the numbers depend on: torch, the CPU and the kernels torch picked."""
     import torch
+
+    from core.device import cpu_name
     capability = torch.backends.cpu.get_cpu_capability()
-    return (f"torch {torch.__version__}, {cpu_name()} (ATen CPU kernels: {capability}), "
+    cpu = cpu_name() or platform.processor() or platform.machine()
+    return (f"torch {torch.__version__}, {cpu} (ATen CPU kernels: {capability}), "
             f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
 
 # (row label, script, method tag, column suffix: "" the model, "_ema" its momentum model)

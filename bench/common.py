@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.cifar import SPECS  # noqa: E402
 from data.loader import DeviceLoader  # noqa: E402
 from core.args import run_main  # noqa: E402
+from core.device import cpu_name  # noqa: E402
 from utils.compile_check import check_compiled  # noqa: E402
 from utils.state import RunState  # noqa: E402
 
@@ -133,11 +134,7 @@ def images_per_second(batches, work, warmup, steps, device):
 def device_description(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or "cpu"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        model = names[0] if names else model
+    model = cpu_name() or platform.processor() or "cpu"
     return f"{model} ({os.cpu_count()} cores)"
 
 

@@ -45,6 +45,18 @@ def cpu_fallback_warning(requested, device):
     return None
 
 
+def cpu_name():
+    """The CPU's model name as Linux reports it (/proc/cpuinfo), or None elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def device_name(device):
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 

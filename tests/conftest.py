@@ -1,4 +1,5 @@
 """Shared test helpers: fixture writers in the exact real formats, script runners."""
+import errno
 import os
 
 # One torch thread per test process (and the scripts it starts), unless the environment
@@ -150,3 +151,22 @@ class InterruptedGLS(GLS):
     def start_epoch(self, epoch, run):
         if epoch == self.stop:
             signal.raise_signal(self.signum)
+
+
+def fail_writing(monkeypatch, name, times=None):
+    """The atomic writes of a file called `name` fail as on a full disk: a third of the data
+    written to the temporary file, which is then gone, and ENOSPC. `times`: only the first
+    that many fail (None: every one)."""
+    import core.files
+    real, failed = core.files.atomic_write_bytes, []
+
+    def full(path, data):
+        if os.path.basename(path) == name and (times is None or len(failed) < times):
+            failed.append(path)
+            tmp = core.files.temporary_name(path)
+            with open(tmp, "wb") as f:
+                f.write(data[: len(data) // 3])
+            os.remove(tmp)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+        return real(path, data)
+    monkeypatch.setattr(core.files, "atomic_write_bytes", full)

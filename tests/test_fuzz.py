@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, parse_flags, read_csv, read_json, write_fake_cifar
+from conftest import ROOT, fail_writing, parse_flags, read_csv, read_json, write_fake_cifar
 from core.args import run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small models, loaded CPU
@@ -950,27 +950,10 @@ def test_summarize_skips_damaged_runs_with_warnings(ctx):
 
 # ---------------------------------------------------------------- full disk, signals
 
-def fail_writing(monkeypatch, name):
-    """The first atomic write of `name` fails as a full disk does, half written."""
-    import core.files
-    write_, failed = core.files.atomic_write_bytes, []
-
-    def full(path, data):
-        if os.path.basename(path) == name and not failed:
-            failed.append(path)
-            tmp = core.files.temporary_name(path)
-            with open(tmp, "wb") as f:
-                f.write(data[: len(data) // 3])
-            os.remove(tmp)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
-        return write_(path, data)
-    monkeypatch.setattr(core.files, "atomic_write_bytes", full)
-
-
 @pytest.mark.parametrize("name", ["config.json", "last.pt"])
 def test_a_full_disk_ends_with_a_message_and_the_run_continues_after(ctx, name):
     argv = TINY4 + ["--n_epoch", "1", "--result_dir", ctx.tmp]
-    fail_writing(ctx.monkeypatch, name)
+    fail_writing(ctx.monkeypatch, name, times=1)
     status, err = run_script(D, argv)
     assert status == 1 and "Traceback" not in err
     assert "error: No space left on device" in err and "then rerun the same command with --if_exists auto" in err

@@ -5,7 +5,6 @@ is_ce, comparable) and in config.json what made it (made_by); the expected numbe
 computed here with numpy from the accuracies written.
 """
 import csv
-import errno
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 import summarize
+from conftest import fail_writing
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # t_{0.975, n-1}, hard-coded so the expected intervals do not depend on scipy.
@@ -681,8 +681,8 @@ def test_per_class_table_averages_the_seeds(per_class_results, tmp_path):
             f"{float(last['fit_clean_mean']):.2f} | {float(last['mem_noisy_mean']):.2f} |") in section
 
 
-def test_confusion_figure_against_numpy(per_class_results, tmp_path, monkeypatch):
-    root, entries = per_class_results
+def saved_images(monkeypatch):
+    """{file name: the arrays of its first three panels} of every figure summarize saves."""
     images = {}
     real = summarize.atomic_savefig
 
@@ -690,6 +690,12 @@ def test_confusion_figure_against_numpy(per_class_results, tmp_path, monkeypatch
         images[os.path.basename(path)] = [ax.images[0].get_array() if ax.images else None for ax in fig.axes[:3]]
         return real(path, fig, **kwargs)
     monkeypatch.setattr(summarize, "atomic_savefig", save)
+    return images
+
+
+def test_confusion_figure_against_numpy(per_class_results, tmp_path, monkeypatch):
+    root, entries = per_class_results
+    images = saved_images(monkeypatch)
     out = tmp_path / "out"
     run0 = root / "main_GLS_load" / "r0.4-seed0"
     summarize.main([str(root), "--out", str(out), "--confusion", "PLS r=0.4", "--confusion", str(run0),
@@ -854,22 +860,6 @@ def test_results_dir_without_runs_is_refused(results, tmp_path, capsys):
 # ---------------------------------------------------------------- full disks and odd trees
 
 REPO = os.path.dirname(os.path.abspath(summarize.__file__))
-
-
-def fail_writing(monkeypatch, name):
-    """Every atomic write of `name` fails as a full disk does, a third written."""
-    import core.files
-    real = core.files.atomic_write_bytes
-
-    def full(path, data):
-        if os.path.basename(path) == name:
-            tmp = core.files.temporary_name(path)
-            with open(tmp, "wb") as f:
-                f.write(data[: len(data) // 3])
-            os.remove(tmp)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
-        return real(path, data)
-    monkeypatch.setattr(core.files, "atomic_write_bytes", full)
 
 
 @pytest.mark.parametrize("failing", ["summary.csv", "paired.csv", "unfinished.csv",
@@ -1104,13 +1094,7 @@ def test_a_class_without_test_images_has_no_per_class_accuracy(tmp_path, monkeyp
         entry = {"epoch": 3, "test_acc": acc, "test_confusion": confusion}
         gls(root, "main_GLS_load", 0.4, seed, (80.0, 85.0),
             summary=finished((80.0, 85.0), "r0.4", per_class={"best": entry, "last": entry}))
-    images = {}
-    real = summarize.atomic_savefig
-
-    def save(path, fig, **kwargs):
-        images[os.path.basename(path)] = [ax.images[0].get_array() if ax.images else None for ax in fig.axes[:3]]
-        return real(path, fig, **kwargs)
-    monkeypatch.setattr(summarize, "atomic_savefig", save)
+    images = saved_images(monkeypatch)
     summarized(root, out, "--confusion", "PLS")
     lines = {int(r["class"]): r for r in read_csv(out / "per_class.csv") if r["epoch"] == "last"}
     assert (float(lines[0]["test_acc_mean"]), float(lines[2]["test_acc_mean"])) == (85.0, 75.0)
