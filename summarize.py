@@ -1363,7 +1363,7 @@ def confusion_plots(out_dir, pattern, runs, rows, groups):
 # ---------------------------------------------------------------- a paper's table (--paper)
 
 PAPER_COLUMNS = ("row", "column", "kind", "ours_mean", "ours_std", "n_seeds", "seeds", "from_part",
-                 "paper", "difference", "status", "metric", "runs")
+                 "paper", "difference", "status", "metric", "runs", "select", "select_mean", "paper_source")
 
 
 def expected_settings(paper_run):
@@ -1408,26 +1408,39 @@ def paper_table(recipe, runs):
             values = [r["summary"][part.metric] for r in done if is_finite(r["summary"].get(part.metric))]
             seeds = [r["config"].get("seed", 0) for r in done if is_finite(r["summary"].get(part.metric))]
             mean, std = mean_std(values)
+            select = part.select or part.metric
+            chooser = mean_std([r["summary"][select] for r in done if is_finite(r["summary"].get(select))])[0]
             parts[(part.row, part.column, part.name)] = {
                 "row": part.row, "column": part.column, "kind": f"part: {part.name}", "ours_mean": mean,
                 "ours_std": std, "n_seeds": len(values), "seeds": " ".join(map(str, seeds)),
-                "metric": part.metric, "runs": len(done), "status": "ok" if values else "missing"}
+                "metric": part.metric, "runs": len(done), "status": "ok" if values else "missing",
+                "select": select, "select_mean": chooser}
     cells = []
     for row in recipe.rows:
         for column in recipe.columns:
             names = recipe.parts().get((row, column), [])
             mine = [parts[(row, column, n)] for n in names]
-            mean, best = cell_value({n: p["ours_mean"] for n, p in zip(names, mine)})
+            mean, best = cell_value({n: p["ours_mean"] for n, p in zip(names, mine)},
+                                    {n: p["select_mean"] for n, p in zip(names, mine)})
             chosen = parts.get((row, column, best), {})
             missing = [n for n, p in zip(names, mine) if p["ours_mean"] is None]
             paper = recipe.paper_number(row, column)
+            ref = recipe.refs.get((row, column))
             status = "missing" if mean is None else f"partial (no {', '.join(missing)})" if missing else "ok"
             cells.append({"row": row, "column": column, "kind": "cell", "ours_mean": mean,
                           "ours_std": chosen.get("ours_std"), "n_seeds": chosen.get("n_seeds", 0),
                           "seeds": chosen.get("seeds", ""), "from_part": best if len(names) > 1 else None,
                           "paper": paper, "difference": None if mean is None or paper is None else mean - paper,
-                          "status": status, "metric": chosen.get("metric")})
+                          "status": status, "metric": chosen.get("metric"), "select": chosen.get("select"),
+                          "select_mean": chosen.get("select_mean"), "paper_source": ref_text(ref)})
     return cells, list(parts.values())
+
+
+def ref_text(ref):
+    """Where a cell's reference number was read, or why it has none."""
+    if ref is None:
+        return "no reference recorded"
+    return f"{ref.source.key}: {ref.at}" if ref.source is not None else ref.at
 
 
 def paper_cell_text(cell):
@@ -1446,9 +1459,13 @@ def paper_markdown(recipe, cells, parts, show_parts):
              md_row([recipe.row_title or "row", *recipe.columns]),
              md_row(["---"] * (len(recipe.columns) + 1))]
     lines += [md_row([row] + [paper_cell_text(by[(row, col)]) for col in recipe.columns]) for row in recipe.rows]
-    lines += ["", f"Paper numbers: {recipe.source}."]
+    lines += ["", f"Reference numbers: {recipe.source}."]
     if recipe.notes:
         lines.append(recipe.notes)
+    if recipe.sources():
+        lines += ["", "Sources:"] + [f"- {s.key}: {s.cites} ({s.where})" for s in recipe.sources()]
+    lines += ["", "Each reference cell's place in its source:"]
+    lines += [f"- {c['row']} / {c['column']}: {c['paper_source']}" for c in cells]
     missing = [c for c in cells if c["status"] != "ok"]
     if missing:
         lines += ["", f"{len(missing)} cell(s) missing or partial:"]

@@ -3,7 +3,8 @@ module level adds recipes, found with no list to edit (core.plugins).
 
 A recipe says what it reproduces (paper and table), the runs (a script and its flags each,
 at the paper's settings), the default seeds, the table's layout (rows, columns, and which
-runs make each cell), and the paper's number of each cell with its source.
+runs make each cell), and, cell by cell, the reference number with where it was read
+(`Ref`: a `Source` and the table, row and column in it), or why the cell has none.
 
     python3 sweep.py paper --list                 the recipes, what each reproduces, its runs
     python3 sweep.py paper gls-cifar10 --seeds "0 1 2" --dry-run
@@ -11,7 +12,9 @@ runs make each cell), and the paper's number of each cell with its source.
 
 A cell is read from summary.json: each of its parts (a script and flags, e.g. GLS direct
 and GLS after the warm-up at one smooth rate) is the mean over seeds of one accuracy
-(`metric`), and the cell is the best of its parts' means (a cell of one part is that part).
+(`metric`), and the cell is the part with the best mean of its `select` number (the
+metric itself unless the part names another, e.g. a validation accuracy); a cell of one
+part is that part.
 docs/PAPERS.md is the manual.
 """
 import difflib
@@ -25,11 +28,35 @@ from errors import UserError
 @dataclass(frozen=True)
 class Part:
     """Where a run's number goes: the cell (row, column), the part's name within the cell,
-    and the summary.json accuracy it reads (mean over seeds)."""
+    the summary.json accuracy it reads (mean over seeds), and the summary.json number that
+    chooses among the cell's parts (empty: the metric itself)."""
     row: str
     column: str
     name: str
     metric: str
+    select: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where reference numbers were read: `cites` names the work and its version (arXiv
+    vN, camera-ready, submission) or the board or third party that quotes it; `where` the
+    address or repository path and commit; `covers` and `missing` what it gives and lacks
+    (docs/PAPERS.md lists them)."""
+    key: str
+    cites: str
+    where: str
+    covers: str
+    missing: str = ""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A cell's reference: the number and its source, with `at` the table, row and column
+    in that source; or no number (number and source None), `at` saying why."""
+    number: float = None
+    source: Source = None
+    at: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,7 +68,11 @@ class PaperRun:
     parts: tuple          # (Part, ...)
 
     def words(self):
-        return [w for flag, value in self.flags for w in (f"--{flag}", str(value))]
+        """The flags as words; a flag whose value is None is a switch (--no-nesterov)."""
+        words = []
+        for flag, value in self.flags:
+            words += [f"--{flag}"] if value is None else [f"--{flag}", str(value)]
+        return words
 
 
 @dataclass(frozen=True)
@@ -54,8 +85,7 @@ class Recipe:
     rows: tuple
     columns: tuple
     epochs: dict          # {script: epochs of its runs}, the warm-ups' included
-    paper_numbers: dict   # {(row, column): the paper's number, or None where unknown}
-    source: str           # where paper_numbers come from
+    refs: dict            # {(row, column): Ref}, every cell of the table
     seeds: str = "0 1 2"
     row_title: str = ""
     places: dict = field(default_factory=dict)  # {flag: value}: data locations the user may change
@@ -72,7 +102,33 @@ class Recipe:
         return cells
 
     def paper_number(self, row, column):
-        return self.paper_numbers.get((row, column))
+        ref = self.refs.get((row, column))
+        return None if ref is None else ref.number
+
+    @property
+    def paper_numbers(self):
+        """{(row, column): number} of the cells that have one."""
+        return {cell: ref.number for cell, ref in self.refs.items() if ref.number is not None}
+
+    def sources(self):
+        """[Source] the cells' numbers come from, in the order of the table."""
+        found = []
+        for row in self.rows:
+            for column in self.columns:
+                ref = self.refs.get((row, column))
+                if ref is not None and ref.source is not None and ref.source not in found:
+                    found.append(ref.source)
+        return found
+
+    @property
+    def source(self):
+        """One line naming every source of the reference numbers and how many cells have none."""
+        cells = len(self.rows) * len(self.columns)
+        known = len(self.paper_numbers)
+        named = "; ".join(f"{s.cites} ({sum(1 for r in self.refs.values() if r.source == s)} cells)"
+                          for s in self.sources())
+        line = named or "no source read gives a number of this table"
+        return line + (f"; {cells - known} of {cells} cells have no published number (?)" if known < cells else "")
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,13 +147,16 @@ def get_recipe(name):
     return found[name]
 
 
-def cell_value(part_means):
-    """The cell of a table from its parts' means ({part: mean or None}): the best mean, and
-    the part it came from; (None, None) when no part has one."""
-    known = [(mean, name) for name, mean in part_means.items() if mean is not None]
+def cell_value(part_means, select_means=None):
+    """The cell of a table from its parts' means ({part: mean or None}): the mean of the
+    part with the best select mean ({part: mean or None}; default the means themselves),
+    and that part; (None, None) when no part has both."""
+    select_means = part_means if select_means is None else select_means
+    known = [(select_means.get(name), mean, name) for name, mean in part_means.items()
+             if mean is not None and select_means.get(name) is not None]
     if not known:
         return None, None
-    mean, name = max(known, key=lambda m: m[0])
+    _, mean, name = max(known, key=lambda m: m[0])
     return mean, name
 
 

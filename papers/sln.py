@@ -7,18 +7,28 @@ SLN and SLN-MO are one run (--correction -1): SLN is the network itself, SLN-MO 
 momentum model, evaluated every epoch beside it. SLN-MO-LC is a second run with label
 correction (after 250 epochs on CIFAR, 1 on Clothing1M), read from its momentum model.
 CIFAR numbers are the last epoch's test accuracy (the release saves the final networks,
-no selection); Clothing1M's are the test accuracy at the best validation epoch, as the
-release logs them.
+no selection). On Clothing1M the release validates only the momentum model
+(noise_clothing1m_train.py:133) and keeps both networks at its best validation epoch
+(:138-142): SLN-MO and SLN-MO-LC are the momentum model's test accuracy there (the
+"Test_at_val_best" of its log, :145), SLN the plain network's test accuracy at that same
+epoch (its net.pth, :141).
 
-The paper's numbers are not recorded yet: every cell's paper number is unknown (add them
-to paper_numbers, with the table they come from, and the tables show them).
+No SLN number could be read: the paper's tables were not available and the release's
+README gives commands, no numbers. Every cell says so (Ref); the tables show ours only.
+Nor could the paper's baseline rows (CE and the other methods) be read, so the tables
+hold the SLN rows alone.
 """
-from papers import PaperRun, Part, Recipe, flags_of
+from papers import PaperRun, Part, Recipe, Ref, flags_of
 
 CITATION = ('Chen et al., "Noise against noise: stochastic label noise helps combat inherent label '
             'noise", ICLR 2021')
 ROWS = ("SLN", "SLN-MO", "SLN-MO-LC")
-UNKNOWN = f"{CITATION}: its numbers are not recorded here yet, so every paper number is unknown"
+UNKNOWN = Ref(at="no source read gives it: the SLN paper's tables could not be read, and the release's "
+                 "README (chenpf1025/SLN README.md) has commands, no numbers")
+
+
+def unknown(columns):
+    return {(row, column): UNKNOWN for row in ROWS for column in columns}
 
 
 def sln_runs(columns, dataset, num_class, epochs, correction, metrics):
@@ -46,23 +56,23 @@ C10 = {"sym": ("sym", "1.0"), "asym": ("asym", "0.5"), "dependent": ("dependent"
 C100 = {"sym": ("sym", "0.2"), "asym": ("asym", "0.2"), "dependent": ("dependent", "0.1")}
 
 SLN_CIFAR10 = Recipe(
-    name="sln-cifar10", paper=CITATION, table="CIFAR-10 results (noise rate 0.4)",
+    name="sln-cifar10", paper=CITATION, table="CIFAR-10 experiments at noise rate 0.4 (no published number could be read)",
     summary="SLN, SLN-MO, SLN-MO-LC on CIFAR-10: sym (sigma 1.0), asym, dependent, openset (sigma 0.5), rate 0.4",
     runs=sln_runs(C10, "cifar10", 10, 300, 250, CIFAR_METRICS), rows=ROWS, columns=tuple(C10),
-    epochs={"noise_cifar_train": 300}, paper_numbers={}, source=UNKNOWN, row_title="method")
+    epochs={"noise_cifar_train": 300}, refs=unknown(C10), row_title="method")
 
 SLN_CIFAR100 = Recipe(
-    name="sln-cifar100", paper=CITATION, table="CIFAR-100 results (noise rate 0.4)",
+    name="sln-cifar100", paper=CITATION, table="CIFAR-100 experiments at noise rate 0.4 (no published number could be read)",
     summary="SLN, SLN-MO, SLN-MO-LC on CIFAR-100: sym, asym (sigma 0.2), dependent (sigma 0.1), rate 0.4",
     runs=sln_runs(C100, "cifar100", 100, 300, 250, CIFAR_METRICS), rows=ROWS, columns=tuple(C100),
-    epochs={"noise_cifar_train": 300}, paper_numbers={}, source=UNKNOWN, row_title="method",
+    epochs={"noise_cifar_train": 300}, refs=unknown(C100), row_title="method",
     places={"datapath": "./data/CIFAR100"})
 
 SLN_CLOTHING1M = Recipe(
-    name="sln-clothing1m", paper=CITATION, table="Clothing1M results",
+    name="sln-clothing1m", paper=CITATION, table="Clothing1M experiment (no published number could be read)",
     summary="SLN, SLN-MO, SLN-MO-LC on Clothing1M: ResNet-50 (ImageNet), sigma 0.2, correction after 1 epoch",
     runs=sln_runs({"Clothing1M": (None, "0.2")}, "clothing1m", 14, 10, 1,
-                  ("test_acc_at_best_val", "test_acc_at_best_val_ema")),
-    rows=ROWS, columns=("Clothing1M",), epochs={"noise_clothing1m_train": 10}, paper_numbers={},
-    source=UNKNOWN, row_title="method", seeds="0",
+                  ("test_acc_noema_at_best_val_ema", "test_acc_at_best_val_ema")),
+    rows=ROWS, columns=("Clothing1M",), epochs={"noise_clothing1m_train": 10}, refs=unknown(("Clothing1M",)),
+    row_title="method", seeds="0",
     notes="Clothing1M is not redistributable: put it under --datapath (data/clothing1m.py has the layout).")

@@ -170,8 +170,9 @@ EPOCH_COLUMNS = ("test_loss", "test_conf", "test_ece", "train_acc_true", "fit_cl
 
 
 def summarize_rows(rows):
-    """best/last of every *_acc column; for a val split, test accuracy at the best val epoch;
-    last and best-epoch values of the calibration and memorisation columns."""
+    """best/last of every *_acc column; for a val split, test accuracy at the best val epoch
+    (and, with a momentum model, the plain network's test accuracy at the momentum model's
+    best val epoch); last and best-epoch values of the calibration and memorisation columns."""
     if not rows:
         return {}
     out = {}
@@ -187,6 +188,10 @@ def summarize_rows(rows):
         if split == "val":
             out[f"best_val_epoch{suffix}"] = best["epoch"]
             out[f"test_acc_at_best_val{suffix}"] = best[f"test_acc{suffix}"]
+            if suffix == "_ema" and "test_acc" in best:
+                # the plain network at the momentum model's best validation epoch: the
+                # net.pth the SLN release keeps there (noise_clothing1m_train.py:138-141)
+                out["test_acc_noema_at_best_val_ema"] = best["test_acc"]
     for column in rows[0]:
         base, suffix = (column[:-4], "_ema") if column.endswith("_ema") else (column, "")
         if base in EPOCH_COLUMNS:
