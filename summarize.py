@@ -1436,6 +1436,12 @@ def paper_table(recipe, runs):
     return cells, list(parts.values())
 
 
+def chooser_text(parts):
+    """How a cell chooses among its parts, in words."""
+    chosen_by = sorted({p["select"] for p in parts if p["select"] != p["metric"]})
+    return f"mean {' / '.join(chosen_by)}, reported as its mean metric" if chosen_by else "mean"
+
+
 def ref_text(ref):
     """Where a cell's reference number was read, or why it has none."""
     if ref is None:
@@ -1453,9 +1459,9 @@ def paper_cell_text(cell):
 def paper_markdown(recipe, cells, parts, show_parts):
     by = {(c["row"], c["column"]): c for c in cells}
     lines = [f"# {recipe.name}: {recipe.paper}, {recipe.table}", "",
-             "Each cell: ours, mean ± sample std over seeds (their number) / the paper's number "
-             "(? where unknown) and our difference. A cell is the best of its parts' means "
-             f"({', '.join(sorted({p['kind'][6:] for p in parts}))} where several).", "",
+             "Each cell: ours, mean ± sample std over seeds (their number) / the reference number "
+             "(? where no source read gives one) and our difference. A cell is the part with the best "
+             f"{chooser_text(parts)} ({', '.join(sorted({p['kind'][6:] for p in parts}))} where several).", "",
              md_row([recipe.row_title or "row", *recipe.columns]),
              md_row(["---"] * (len(recipe.columns) + 1))]
     lines += [md_row([row] + [paper_cell_text(by[(row, col)]) for col in recipe.columns]) for row in recipe.rows]
@@ -1464,8 +1470,13 @@ def paper_markdown(recipe, cells, parts, show_parts):
         lines.append(recipe.notes)
     if recipe.sources():
         lines += ["", "Sources:"] + [f"- {s.key}: {s.cites} ({s.where})" for s in recipe.sources()]
-    lines += ["", "Each reference cell's place in its source:"]
-    lines += [f"- {c['row']} / {c['column']}: {c['paper_source']}" for c in cells]
+    lines += ["", "Where each reference number was read:"]
+    lines += [f"- {c['row']} / {c['column']}: {c['paper_source']}" for c in cells if c["paper"] is not None]
+    unread = {}
+    for c in cells:
+        if c["paper"] is None:
+            unread.setdefault(c["paper_source"], []).append(f"{c['row']} / {c['column']}")
+    lines += [f"- {', '.join(names)}: {why}" for why, names in unread.items()]
     missing = [c for c in cells if c["status"] != "ok"]
     if missing:
         lines += ["", f"{len(missing)} cell(s) missing or partial:"]

@@ -5,7 +5,8 @@ Deep Neural Networks with Noisy Labels", NeurIPS 2018).
 
 q -> 0 is cross-entropy (the limit of (1 - p^q) / q is -log p); q = 1 is the mean absolute
 error 1 - p_y (up to the factor 2 of the L1 distance between p and the one-hot label).
-The paper's default, and this method's, is q = 0.7 (section 4). No q > 0 gives CE exactly,
+This method's default is q = 0.7, the value the paper's experiments are commonly reproduced
+with; it is not checked against the paper's text (docs/REPRODUCTION.md). No q > 0 gives CE exactly,
 so --q 0 is defined as its limit and computed as plain cross-entropy: the knob's baseline.
 """
 import torch
@@ -44,7 +45,7 @@ class GCE(Method):
     def check_flags(cls, cfg):
         if not 0.0 <= cfg.q <= 1.0:
             raise UserError(f"--q {cfg.q} is outside [0, 1]: the paper's range is (0, 1] "
-                            "(0.7 its default; 0 means plain cross-entropy)")
+                            "(0.7 the default here; 0 means plain cross-entropy)")
         cfg.q = abs(cfg.q)  # -0 is 0: one folder for one run
 
     @classmethod

@@ -125,8 +125,10 @@ class Recipe:
         """One line naming every source of the reference numbers and how many cells have none."""
         cells = len(self.rows) * len(self.columns)
         known = len(self.paper_numbers)
-        named = "; ".join(f"{s.cites} ({sum(1 for r in self.refs.values() if r.source == s)} cells)"
-                          for s in self.sources())
+        def count(source):
+            n = sum(1 for r in self.refs.values() if r.source == source)
+            return f"{n} cell" + ("s" if n != 1 else "")
+        named = "; ".join(f"{s.cites} ({count(s)})" for s in self.sources())
         line = named or "no source read gives a number of this table"
         return line + (f"; {cells - known} of {cells} cells have no published number (?)" if known < cells else "")
 

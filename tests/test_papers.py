@@ -37,18 +37,41 @@ def test_gls_cifar10_runs_are_the_papers_grid():
     assert get_recipe("gls-cifar10").epochs["main_warmup"] == 120
 
 
-def test_gls_cifar100_and_cifarn_runs():
+def test_gls_cifar100_runs():
     runs = {(s, c.dataset, c.noise_type, c.noise_rate, c.smooth_rate, c.n_epoch) for s, c in settings("gls-cifar100")}
     assert runs == {(s, "cifar100", "symmetric", r, rate, GLS_EPOCHS[s])
                     for s in GLS_EPOCHS for r in (0.4, 0.6) for rate in GLS_RATES}
-    runs = {(s, c.dataset, c.noise_type, c.smooth_rate) for s, c in settings("gls-cifarn")}
+
+
+# The CIFAR-N release's protocol (UCSC-REAL/cifar-10-100n main.py), transcribed from it.
+CIFARN_LR_PLAN = [0.1] * 60 + [0.01] * 40                  # main.py:138 (alpha_plan), 100 epochs (:16)
+CIFARN_SGD = {"momentum": 0.9, "nesterov": False, "weight_decay": 5e-4}  # main.py:124
+CIFARN_BATCHES = {"batch_size": 128, "test_batch_size": 64}  # main.py:102/:127, :135
+
+
+def test_gls_cifarn_runs_are_the_cifarn_protocol():
+    from utils.engine import lr_at
+    planned = settings("gls-cifarn")  # each run's flags as its script parses and records them (config.json)
     human = [("cifar10", t) for t in ("aggre", "rand1", "rand2", "rand3", "worst")] + [("cifar100", "noisy100")]
-    assert runs == {(s, d, t, rate) for s in GLS_EPOCHS for d, t in human for rate in GLS_RATES}
-    # rows: CE is r = 0, PLS the positive rates, NLS the negative ones
-    rows = {(p.row, float(run.flags[2][1])) for run in get_recipe("gls-cifarn").runs for p in run.parts}
+    assert {(s, c.dataset, c.noise_type, c.smooth_rate) for s, c in planned} == {
+        ("main_GLS_direct_train", d, t, r) for d, t in human for r in GLS_RATES}
+    assert len(planned) == 6 * 8  # no warm-up: main.py trains once, from scratch
+    for _, cfg in planned:
+        assert [lr_at(e, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch) for e in range(cfg.n_epoch)] \
+            == pytest.approx(CIFARN_LR_PLAN)
+        assert {k: getattr(cfg, k) for k in CIFARN_SGD} == CIFARN_SGD
+        assert {k: getattr(cfg, k) for k in CIFARN_BATCHES} == CIFARN_BATCHES
+        assert (cfg.model, cfg.wa, cfg.wb) == ("resnet", 0.0, 1.0)  # main.py:122 ResNet34; GLS alone
+        assert cfg.val_fraction == 0.05  # the one difference: a validation split to choose on
+    # rows: CE is r = 0, PLS the positive rates, NLS the negative ones; every part is read at
+    # its best validation epoch and chosen by its validation accuracy, never by the test set
+    recipe = get_recipe("gls-cifarn")
+    rows = {(p.row, float(dict(run.flags)["smooth_rate"])) for run in recipe.runs for p in run.parts}
     assert {r for row, r in rows if row == "PLS"} == {0.8, 0.4}
     assert {r for row, r in rows if row == "CE"} == {0.0}
     assert {r for row, r in rows if row == "NLS"} == {-0.4, -1.0, -2.0, -4.0, -6.0}
+    assert {(p.metric, p.select) for run in recipe.runs for p in run.parts} == {("test_acc_at_best_val", "best_val_acc")}
+    assert "validation" in recipe.notes and "nothing is chosen on the test set" in recipe.notes
 
 
 @pytest.mark.parametrize("name, dataset, classes, sigmas", [
@@ -70,24 +93,86 @@ def test_sln_clothing1m_runs():
     runs = {(s, c.dataset, c.sigma, c.correction, c.n_epoch, c.model, c.num_per_class)
             for s, c in settings("sln-clothing1m")}
     assert runs == {("noise_clothing1m_train", "clothing1m", 0.2, k, 10, "resnet50", 18976) for k in (-1, 1)}
-    metrics = {p.metric for run in get_recipe("sln-clothing1m").runs for p in run.parts}
-    assert metrics == {"test_acc_at_best_val", "test_acc_at_best_val_ema"}
+    # the release validates the momentum model only and keeps both networks at its best
+    # validation epoch (noise_clothing1m_train.py:133, :138-142)
+    reads = {(p.row, p.metric) for run in get_recipe("sln-clothing1m").runs for p in run.parts}
+    assert reads == {("SLN", "test_acc_noema_at_best_val_ema"), ("SLN-MO", "test_acc_at_best_val_ema"),
+                     ("SLN-MO-LC", "test_acc_at_best_val_ema")}
 
 
-def test_paper_numbers_and_unknowns():
-    c10, c100 = get_recipe("gls-cifar10"), get_recipe("gls-cifar100")
-    assert c10.paper_number("0.0", "clean") == 91.44
-    assert c10.paper_number("-6.0", "sym 0.6") == 77.42
-    assert c10.paper_number("0.8", "asym 0.3") == 87.83
-    assert c100.paper_number("-4.0", "sym 0.4") == 58.35 and c100.paper_number("0.4", "sym 0.6") == 41.57
-    cifarn = get_recipe("gls-cifarn")
-    assert cifarn.paper_number("NLS", "C10N worst") == 82.99 and cifarn.paper_number("CE", "C10N worst") is None
-    for name in ("sln-cifar10", "sln-cifar100", "sln-clothing1m"):
-        recipe = get_recipe(name)
-        assert all(recipe.paper_number(r, c) is None for r in recipe.rows for c in recipe.columns)
-        assert "unknown" in recipe.source
-    for recipe in recipes().values():  # every cell a run feeds is a cell of the table
+def test_summary_reads_the_plain_network_at_the_momentum_models_best_val_epoch():
+    from utils.metrics import summarize_rows
+    val_ema = [60.0, 71.0, 70.0, 71.0]  # the first maximum is epoch 2
+    val = [65.0, 60.0, 75.0, 61.0]
+    test, test_ema = [50.0, 52.0, 58.0, 54.0], [55.0, 66.0, 67.0, 68.0]
+    rows = [{"epoch": e + 1, "val_acc": val[e], "val_acc_ema": val_ema[e], "test_acc": test[e],
+             "test_acc_ema": test_ema[e]} for e in range(4)]
+    out = summarize_rows(rows)
+    at = int(np.argmax(val_ema))
+    assert out["test_acc_noema_at_best_val_ema"] == test[at] == 52.0
+    assert out["test_acc_at_best_val_ema"] == test_ema[at]
+    assert out["test_acc_at_best_val"] == test[int(np.argmax(val))] == 58.0
+
+
+def test_every_cell_a_run_feeds_is_a_cell_of_the_table():
+    for recipe in recipes().values():
         assert set(recipe.parts()) == set(itertools.product(recipe.rows, recipe.columns))
+
+
+# ---------------------------------------------------------------- the reference numbers
+
+def reference_header(recipe):
+    """The table summarize.py --paper writes for a recipe with no runs."""
+    cells, parts = summarize.paper_table(recipe, [])
+    return summarize.paper_markdown(recipe, cells, parts, False)
+
+
+@pytest.mark.parametrize("name", ["gls-cifar10", "gls-cifar100", "gls-cifarn", "sln-cifar10", "sln-cifar100",
+                                  "sln-clothing1m"])
+def test_every_reference_cell_names_its_source(name):
+    import re
+    from papers import Ref, Source
+    recipe = get_recipe(name)
+    cells = list(itertools.product(recipe.rows, recipe.columns))
+    assert set(recipe.refs) == set(cells)  # every cell, and no other
+    for cell in cells:
+        ref = recipe.refs[cell]
+        assert isinstance(ref, Ref) and ref.at, cell
+        if ref.number is None:
+            assert ref.source is None and ref.at.startswith("no source read gives it"), cell
+            continue
+        assert isinstance(ref.source, Source) and ref.source in recipe.sources(), cell
+        assert ref.source.cites and ref.source.where.startswith("https://") and ref.source.covers
+        assert re.search(r"row .+, column .+|Accuracy", ref.at), (cell, ref.at)
+        quoted = re.findall(r"\d+\.\d\d", ref.source.covers)
+        if quoted:  # a source whose record quotes its numbers quotes this one
+            assert f"{ref.number:.2f}" in quoted, (cell, ref.number)
+
+    md = reference_header(recipe)
+    assert md.split("\n")[0] == f"# {recipe.name}: {recipe.paper}, {recipe.table}"
+    for source in recipe.sources():
+        assert source.cites in md and source.where in md
+    known = len(recipe.paper_numbers)
+    if known < len(cells):
+        assert f"{len(cells) - known} of {len(cells)} cells have no published number" in md
+    # the header's claim matches the sources: a submission's numbers are said to be the
+    # submission's, and a table none of whose numbers could be read says so
+    if any("submission" in s.cites for s in recipe.sources()):
+        assert "submission" in recipe.table
+    if known == 0:
+        assert "no published number could be read" in recipe.table
+    if recipe.sources() and not any("submission" in s.cites for s in recipe.sources()):
+        assert "not from the GLS paper" in recipe.table
+    listed = md.split("Where each reference number was read:")[1]
+    for row, column in cells:
+        assert f"{row} / {column}" in listed and recipe.refs[(row, column)].at in listed
+
+
+def test_docs_list_every_source():
+    text = open(os.path.join(ROOT, "docs", "PAPERS.md")).read()
+    for recipe in recipes().values():
+        for source in recipe.sources():
+            assert f"`{source.key}`" in text and source.where.split(" ")[0] in text, source.key
 
 
 # ---------------------------------------------------------------- summarize.py --paper
@@ -154,6 +239,34 @@ def test_summarize_paper_table(tmp_path, capsys):
     assert "runs of 2 settings or versions match" in printed.err
 
 
+def test_summarize_paper_cifarn_chooses_on_validation(tmp_path, capsys):
+    recipe = get_recipe("gls-cifarn")
+    res, out = str(tmp_path / "results"), str(tmp_path / "t")
+    # (best_val_acc, test_acc_at_best_val) by seed: on the worst labels r = -1 validates best,
+    # r = -2 tests best; r = 0 is CE
+    fake = {"-1.0": [(80.0, 70.0), (82.0, 71.0)], "-2.0": [(78.0, 75.0), (77.0, 76.0)], "0.0": [(70.0, 65.0)]}
+    for run in recipe.runs:
+        flags = dict(run.flags)
+        if flags["noise_type"] == "worst" and flags["smooth_rate"] in fake:
+            for seed, (val, test) in enumerate(fake[flags["smooth_rate"]]):
+                write_run(res, run.script, run.words(), seed,
+                          {"best_val_acc": val, "test_acc_at_best_val": test, "best_test_acc": test + 5})
+    assert summarize.main([res, "--paper", "gls-cifarn", "--out", out]) == 0
+    capsys.readouterr()
+    cells = {(r["row"], r["column"]): r for r in read_csv(os.path.join(out, "paper_gls-cifarn.csv"))}
+    val_means = {r: np.mean([v for v, _ in fake[r]]) for r in ("-1.0", "-2.0")}
+    chosen = max(val_means, key=val_means.get)
+    nls = cells[("NLS", "C10N worst")]
+    assert float(nls["ours_mean"]) == pytest.approx(np.mean([t for _, t in fake[chosen]]))
+    assert nls["from_part"] == f"r={chosen}" and nls["select"] == "best_val_acc"
+    assert float(nls["select_mean"]) == pytest.approx(val_means[chosen])
+    assert float(nls["paper"]) == recipe.paper_number("NLS", "C10N worst")
+    assert nls["paper_source"].startswith(recipe.refs[("NLS", "C10N worst")].source.key)
+    ce = cells[("CE", "C10N worst")]
+    assert float(ce["ours_mean"]) == 65.0 and ce["paper"] == ""
+    assert ce["paper_source"].startswith("no source read gives it")
+
+
 def test_summarize_paper_sln_reads_the_momentum_model(tmp_path, capsys):
     res = str(tmp_path / "results")
     base = ["--noise_mode", "asym", "--noise_rate", "0.4", "--sigma", "0.5", "--epochs", "300"]
@@ -182,7 +295,7 @@ def test_summarize_paper_refusals(tmp_path, capsys):
 def test_list(capsys):
     assert sweep.main(["paper", "--list"]) == 0
     out = capsys.readouterr().out
-    for name, runs in (("gls-cifar10", 96), ("gls-cifar100", 32), ("gls-cifarn", 96), ("sln-cifar10", 8),
+    for name, runs in (("gls-cifar10", 96), ("gls-cifar100", 32), ("gls-cifarn", 48), ("sln-cifar10", 8),
                        ("sln-cifar100", 6), ("sln-clothing1m", 2)):
         line = out[out.index(f"  {name} "):]
         assert f"{runs} runs a seed" in line.split("\n")[1]
