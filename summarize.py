@@ -1571,7 +1571,7 @@ def main(argv=None):
                                  "paper_NAME.md and .csv; default RESULTS_DIR/paper)")
     p.add_argument("--paper", metavar="NAME",
                    help="lay the runs out as a paper's table (a recipe of papers/: sweep.py paper --list), "
-                        "with the paper's numbers beside ours")
+                        "with the reference numbers beside ours, each with its source")
     p.add_argument("--parts", action="store_true",
                    help="with --paper: also every part of a cell (GLS: direct and after warm-up)")
     p.add_argument("--curves", action="append", default=[], metavar="PATTERN",

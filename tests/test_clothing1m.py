@@ -296,6 +296,9 @@ def test_sln_script_trains_on_the_released_layout_with_soft_label_correction(rel
         best = max(rows, key=lambda r: float(r[f"val_acc{suffix}"]))
         assert summary[f"best_val_acc{suffix}"] == pytest.approx(float(best[f"val_acc{suffix}"]))
         assert summary[f"test_acc_at_best_val{suffix}"] == pytest.approx(float(best[f"test_acc{suffix}"]))
+    # the plain network at the momentum model's best validation epoch (the release's net.pth)
+    best_ema = max(rows, key=lambda r: float(r["val_acc_ema"]))
+    assert summary["test_acc_noema_at_best_val_ema"] == pytest.approx(float(best_ema["test_acc"]))
     noisy = np.load(os.path.join(run, "noisy_labels.npy"))
     assert noisy.tolist() == [y for _, y in splits["train"]]
     # Epoch 2 corrected the targets of its subset with soft predictions; the rest stay one-hot.
