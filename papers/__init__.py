@@ -79,7 +79,7 @@ class PaperRun:
 class Recipe:
     name: str
     paper: str            # the paper, as cited
-    table: str            # the table it reproduces, e.g. "Table 2"
+    table: str            # the table it reproduces, and which version its reference numbers are of
     summary: str          # one line for --list
     runs: tuple           # (PaperRun, ...)
     rows: tuple

@@ -170,9 +170,11 @@ def test_every_reference_cell_names_its_source(name):
 
 def test_docs_list_every_source():
     text = open(os.path.join(ROOT, "docs", "PAPERS.md")).read()
-    for recipe in recipes().values():
+    for name, recipe in recipes().items():
         for source in recipe.sources():
             assert f"`{source.key}`" in text and source.where.split(" ")[0] in text, source.key
+        cells = len(recipe.rows) * len(recipe.columns)
+        assert f"| `{name}` | {cells} | {len(recipe.paper_numbers)} | " in text, name
 
 
 # ---------------------------------------------------------------- summarize.py --paper
