@@ -15,22 +15,11 @@ from methods.mixup import Mixup, mixup_inputs, mixup_loss
 from methods.nce_rce import apl_loss
 from methods._robust import reverse_cross_entropy
 from methods.sce import sce_loss
+from test_methods import batch, numpy_softmax  # noqa: F401 (batch: the fixture)
 from test_methods_runs import SMALL, assert_sigterm_resume_is_exact, timeless, train
 from utils.state import RunState
 
 K = 5
-
-
-def numpy_softmax(z):
-    z = np.asarray(z, dtype=np.float64)
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-@pytest.fixture
-def batch():
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(16, K, generator=g) * 2, torch.randint(0, K, (16,), generator=g)
 
 
 def numpy_parts(logits, labels):
