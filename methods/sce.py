@@ -9,7 +9,9 @@ Noisy Labels", ICCV 2019), as its official release computes it
 The reverse cross-entropy swaps prediction and label; log 0 is undefined, so the release
 clips the one-hot label at 1e-4: log t_k = ln 1e-4 = -9.21 for every k != y and 0 for y,
 which makes RCE = 9.21 * (1 - p_y), a bounded (noise-robust) term. alpha weighs the CE
-term, which fits the data, beta the RCE term, which resists the noise.
+term, which fits the data, beta the RCE term, which resists the noise. The release also
+clips p_y at 1e-7 in its CE term, as Keras' cross-entropy does; here the CE term is
+-log_softmax without a clip, as every CE baseline of this repository computes it.
 
 The defaults are the release's per data set: alpha 0.1, beta 1 on CIFAR-10 (and every data
 set it has no setting for, digits included), alpha 6, beta 0.1 on CIFAR-100.
@@ -21,7 +23,7 @@ from core.args import finite_float
 from methods import Method
 from methods._robust import check_weights, cross_entropy, released_or_given, reverse_cross_entropy
 
-# (alpha, beta) of the release's runs (train_models.py:213-225); other data sets take CIFAR-10's.
+# (alpha, beta) of the release's runs (train_models.py:215-217, :222-224); others take CIFAR-10's.
 RELEASED = {"cifar10": (0.1, 1.0), "cifar100": (6.0, 0.1)}
 
 
