@@ -85,8 +85,9 @@ class FDiv(Method):
                            help="the f-divergence maximised (the release's Total-Variation, "
                                 "Jenson-Shannon, Pearson, KL, Jeffrey)")
         group.add_argument("--warmup", type=integer, default=defaults.get("warmup", 0),
-                           help="epochs of cross-entropy before the f-divergence (the release "
-                                "passes 0 and starts CIFAR runs from a trained cross-entropy model)")
+                           help="epochs of cross-entropy before the f-divergence (default 0, as "
+                                "the release passes it; its CIFAR runs start from a trained "
+                                "cross-entropy model instead)")
 
     @classmethod
     def check_flags(cls, cfg):
