@@ -17,7 +17,8 @@ training batch (the release's --batchsize-peer, its README's example equal to --
 its images get the training augmentation and go through the network in a forward pass of
 their own (PeerBinaryClassifier.train: self.model(X_)). alpha is constant through training,
 as released (the release picks it by a grid search on validation accuracy over run_nn.py's
-ALPHAS, -5 and 0.4 to 5; its README's example uses alpha 1, the default here).
+ALPHAS, -5 and 0.4 to 5; its README's example uses alpha 1, the default here). The peer
+term is unbounded below: with a large alpha and lr the loss can run away (divergence_hint).
 """
 import torch.nn.functional as F
 
@@ -62,6 +63,13 @@ class Peer(Method):
 
     def is_ce(self):
         return self.alpha == 0
+
+    def divergence_hint(self):
+        if self.alpha > 0:
+            return ("The peer term -alpha * CE is unbounded below: the network can drive down the "
+                    "probability of random labels without end. Use a smaller --alpha (the release "
+                    "picks it from -5, 0.4 .. 5 by validation accuracy) or a lower --lr.")
+        return ""
 
     def loss(self, logits, labels, indices):
         return F.cross_entropy(logits.float(), labels)

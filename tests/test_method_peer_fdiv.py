@@ -171,7 +171,10 @@ def test_defaults_and_cifar100s_epsilon():
     assert get_method("fdiv").from_config(cfg).eps == 0.0
     cfg100 = parse_flags("train", "--method", "fdiv", "--dataset", "cifar100")
     assert get_method("fdiv").from_config(cfg100).eps == 1e-5
-    assert parse_flags("train", "--method", "peer", *SMALL).alpha == 1.0
+    peer = parse_flags("train", "--method", "peer", *SMALL)
+    assert peer.alpha == 1.0
+    assert "--alpha" in get_method("peer").from_config(peer).divergence_hint()
+    assert get_method("peer")(0.0).divergence_hint() == ""
 
 
 # ---------------------------------------------------------------- runs
