@@ -7,18 +7,19 @@ averaged over the batch, where for every sample i the peer image x_j1 and the pe
 y_j2 are drawn from the training set independently of the batch and of each other
 (models/nn.py, PeerBinaryClassifier.fit: two np.random.choice(m, batchsize_, replace=False)
 per step, one for the images and one for the labels). The second term rewards the network
-for NOT fitting a label that has nothing to do with the image: it penalises agreeing with
-the label prior, which is what fitting noisy labels does. alpha 0 is cross-entropy (the
-knob's baseline), computed as plain cross-entropy, with no peer draw and no second forward.
+for NOT fitting a label that has nothing to do with the image, so that predicting what a
+random label would be (the label prior) earns nothing. alpha 0 is cross-entropy (the knob's
+baseline), computed as plain cross-entropy, with no peer draw and no second forward pass.
 
-The release is binary (UCI data sets, BCE-with-logits on a one-output network, Adam); this
-is the paper's multi-class form with cross-entropy. The peer batch has the size of the
-training batch (the release's --batchsize-peer, its README's example equal to --batchsize),
-its images get the training augmentation and go through the network in a forward pass of
-their own (PeerBinaryClassifier.train: self.model(X_)). alpha is constant through training,
-as released (the release picks it by a grid search on validation accuracy over run_nn.py's
-ALPHAS, -5 and 0.4 to 5; its README's example uses alpha 1, the default here). The peer
-term is unbounded below: with a large alpha and lr the loss can run away (divergence_hint).
+The release is binary (UCI data sets, BCE-with-logits on a one-output network, Adam); here
+the loss is cross-entropy over the classes, the same expression multi-class. The peer batch
+has the size of the training batch (the release's --batchsize-peer, its README's example
+equal to --batchsize); its images get the training augmentation and go through the network
+in a forward pass of their own (PeerBinaryClassifier.train: self.model(X_)). alpha is
+constant through training, as released (the release picks it by a grid search on
+validation accuracy over run_nn.py's ALPHAS, -5 and 0.4 to 5; its README's example uses
+alpha 1, the default here). The peer term is unbounded below: with a large alpha and lr the
+loss can run away (divergence_hint).
 """
 import torch.nn.functional as F
 
