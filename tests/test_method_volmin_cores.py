@@ -94,15 +94,15 @@ def test_volmin_loss_is_the_releases_formula(batch, lam):
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
-def drive(method, logits_source, labels, steps):
+def drive(method, logits_source, labels, steps, scaler=None):
     """Run `steps` train_steps of `method` on one fixed batch, the network frozen (lr 0), so
-    that only T moves; returns W after each step."""
+    that only T moves; returns (the logits, W after each step)."""
     model = torch.nn.Linear(3, 4)
     with torch.no_grad():
         model.weight.copy_(logits_source[0])
         model.bias.copy_(logits_source[1])
     run = RunState.for_model(model, torch.optim.SGD(model.parameters(), lr=0.0), torch.device("cpu"),
-                             num_classes=4, noisy_labels=labels, true_labels=None)
+                             scaler=scaler, num_classes=4, noisy_labels=labels, true_labels=None)
     method.setup(run)
     method.start_epoch(0, run)
     x = torch.eye(3).repeat(4, 1)  # 12 rows
@@ -138,6 +138,18 @@ def test_t_update_is_a_hand_computed_optimiser_step(batch, optimizer, lam, lr):
         np.testing.assert_allclose(ws[step - 1], w, rtol=1e-4, atol=1e-6)
     assert np.abs(ws[1] + 2).max() > 1e-3  # T moved
     np.testing.assert_array_equal(np.diag(ws[1]), -2.0)
+
+
+def test_t_steps_through_the_fp16_gradient_scaler_unscaled(batch):
+    """With --precision fp16's scaler the loss is scaled (65536) for the backward; T's step
+    is unscaled by it, the same as without a scaler."""
+    _, labels = batch
+    g = torch.Generator().manual_seed(5)
+    source = (torch.randn(4, 3, generator=g) * 2, torch.randn(4, generator=g))
+    _, plain = drive(VolMinNet(lam=0.3, lr=0.2), source, labels, 2)
+    _, scaled = drive(VolMinNet(lam=0.3, lr=0.2), source, labels, 2, scaler=torch.amp.GradScaler("cpu"))
+    np.testing.assert_allclose(scaled[1], plain[1], rtol=1e-6, atol=1e-7)
+    assert np.abs(plain[1] + 2).max() > 1e-3
 
 
 def test_t_learning_rate_is_divided_by_ten_at_30_and_60_of_80_epochs(batch):
