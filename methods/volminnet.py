@@ -15,9 +15,9 @@ with ten classes: 0.48 on the diagonal, 0.058 elsewhere; init 4.5 with a hundred
 
     L = -mean log (T^T p)_y + lambda * log |det T|,       p = softmax(network)
 
-the forward-corrected cross-entropy plus the log-volume of T: among the matrices that
-explain the noisy labels, the smallest simplex is the true one (the paper's theorem, with
-no anchor points needed). W has its own optimiser and learning-rate plan, stepped after
+the forward-corrected cross-entropy plus the log-volume of T, which favours the smallest
+simplex that explains the noisy labels (the paper's identifiability argument, which needs
+no anchor points). W has its own optimiser and learning-rate plan, stepped after
 the same backward pass as the network's: SGD momentum 0.9 on CIFAR-10, Adam on CIFAR-100,
 both lr 0.01 divided by 10 at 30 and 60 of 80 epochs (here at those fractions of the
 run). The network is evaluated alone (its own softmax, without T), as the release tests it.
