@@ -79,8 +79,7 @@ def small_loss_mask(losses, num_keep, among):
     true (ties: the earlier sample first); num_keep may be a device tensor (no host sync)."""
     order = torch.argsort(losses.detach(), stable=True)
     order = order[torch.argsort((~among[order]).to(torch.uint8), stable=True)]  # candidates first
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order), device=order.device)
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
     return (rank < num_keep) & among
 
 

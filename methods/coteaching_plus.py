@@ -57,7 +57,7 @@ def coteaching_plus_losses(logits, peer_logits, labels, counts, ce_on_softmax=Tr
     inputs = [F.softmax(z.float(), dim=1) if ce_on_softmax else z.float() for z in (logits, peer_logits)]
     ce, peer_ce = (F.cross_entropy(z, labels, reduction="none") for z in inputs)
     n = disagree.sum()
-    num_keep = counts[n]
+    num_keep = torch.take(counts, n)  # a device index: no host sync
     keep, peer_keep = small_loss_mask(ce, num_keep, disagree), small_loss_mask(peer_ce, num_keep, disagree)
     divisor = num_keep.clamp(min=1)
     plus_loss = torch.where(peer_keep, ce, 0.0).sum() / divisor

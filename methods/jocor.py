@@ -113,6 +113,11 @@ class JoCoR(CoTeaching):
     def label(self):
         return f"JoCoR lambda={self.co_lambda:g} tau={self.forget_rate:g}"
 
+    def is_ce(self):
+        """lambda 0 and nothing dropped: the main network's gradient is that of its own mean
+        cross-entropy (the peer's term has none on it), so it trains as plain CE does."""
+        return self.co_lambda == 0 and self.forget_rate == 0
+
     def train_step(self, run, x, y, idx):
         with run.autocast():
             logits, peer_logits = run.forward(x), self.peer.forward(x)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from conftest import parse_flags, read_json, write_fake_cifar
 from errors import UserError
+from methods import get_method
 from methods.coteaching_plus import coteaching_plus_losses, keep_counts
 from methods.jocor import jocor_losses, minimize_jointly
 from test_methods_runs import SMALL, assert_sigterm_resume_is_exact, train
@@ -257,6 +258,17 @@ def test_coteaching_plus_resumes_exactly_across_its_switch_to_disagreement(tmp_p
         assert float(row["kept_fraction"]) <= float(row["disagree_fraction"]) + 1e-12
         assert 0 <= float(row["kept_clean_fraction_peer"]) <= 1
     assert "test_acc_peer" in first
+
+
+def test_jocor_at_lambda_0_dropping_nothing_trains_its_main_network_as_cross_entropy(tmp_path):
+    runs = [train(["--method", *method, *SMALL, "--n_epoch", "1", "--result_dir", str(tmp_path / name)])[1][0]
+            for name, method in (("jocor", ["jocor", "--co_lambda", "0", "--forget_rate", "0"]),
+                                 ("ce", ["gls", "--smooth_rate", "0"]))]
+    jocor, ce = (torch.load(os.path.join(f, "last.pt"), weights_only=True)["model"] for f in runs)
+    assert all(torch.equal(jocor[k], ce[k]) for k in ce)
+    assert read_json(os.path.join(runs[0], "summary.json"))["is_ce"]
+    for flags in (["--forget_rate", "0"], ["--co_lambda", "0"]):  # co-regularised, or dropping
+        assert not get_method("jocor").from_config(parse_flags("train", "--method", "jocor", *SMALL, *flags)).is_ce()
 
 
 def test_jocor_resumes_exactly(tmp_path):
