@@ -45,7 +45,10 @@ class NoiseType:
     records which in data.noise_arrays). true_labels(data) gives the true class of every
     training image, -1 for one that belongs to no class (default: data.train_labels).
     check(dataset_spec, cfg) refuses a data set or setting the type does not define, from
-    the flags alone, before anything loads.
+    the flags alone, before anything loads. matrix(noise_rate, num_classes), for a type
+    that draws each label from a class-conditional model, is that model's transition
+    matrix P[i, j] = P(noisy = j | clean = i) (methods read from it, before any label is
+    drawn, the expected fraction of wrong labels).
     """
     name: str
     help: str
@@ -58,6 +61,7 @@ class NoiseType:
     check: Optional[Callable] = None
     true_labels: Optional[Callable] = None
     flags: Optional[Callable] = None
+    matrix: Optional[Callable] = None
 
     def true_train_labels(self, data):
         """The true class of every training image (-1: none of the data set's), or None

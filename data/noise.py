@@ -352,6 +352,11 @@ def add_open_set(data, cfg):
 
 # ---------------------------------------------------------------- the declarations
 
+def model_matrix(noise_type):
+    """matrix() of a class-conditional type: class_conditional_matrix at the given rate."""
+    return lambda noise_rate, num_classes: class_conditional_matrix(noise_type, noise_rate, num_classes)
+
+
 def generated(cfg, generator):
     return {"source": "generated", "noise_seed": cfg.noise_seed, "generator": generator}
 
@@ -423,13 +428,15 @@ def cifar10_only(spec, cfg):
 
 
 NOISE_TYPES = [
-    NoiseType("clean", "no noise: the data set's labels", class_conditional("clean"), uses_rate=False),
+    NoiseType("clean", "no noise: the data set's labels", class_conditional("clean"), uses_rate=False,
+              matrix=model_matrix("clean")),
     NoiseType("symmetric", "each label moves with prob r to one of the other classes, uniformly",
-              class_conditional("symmetric"), aliases=("sym",)),
+              class_conditional("symmetric"), aliases=("sym",), matrix=model_matrix("symmetric")),
     NoiseType("pairflip", "each class flips with prob r to its partner (9<->1, 2<->0, 4<->7, 3<->5, 6<->8)",
-              class_conditional("pairflip"), check=classes_in(10)),
+              class_conditional("pairflip"), check=classes_in(10), matrix=model_matrix("pairflip")),
     NoiseType("asym", "CIFAR-10: truck->automobile, bird->airplane, deer->horse, cat<->dog with prob r; "
-              "CIFAR-100: c -> c+1", class_conditional("asym"), check=classes_in(10, 100)),
+              "CIFAR-100: c -> c+1", class_conditional("asym"), check=classes_in(10, 100),
+              matrix=model_matrix("asym")),
     NoiseType("dependent", "instance-dependent (IDN) labels from a file: the SLN release's, or "
               "python3 -m data.idn's", dependent_labels),
     NoiseType("instance", "part-dependent instance noise (Xia et al. 2020), seeded by --noise_seed",

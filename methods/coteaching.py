@@ -3,17 +3,23 @@ Extremely Noisy Labels", NeurIPS 2018), with the schedule of its official releas
 (bhanML/Co-teaching, main.py and loss.py).
 
 Two networks of the run's architecture, each with its own optimiser (the run's settings),
-see the same batch. Each keeps the 1 - R(t) fraction of the batch on which its own
+see the same batch. Each keeps the fraction R(t) of the batch on which its own
 cross-entropy is smallest, and its PEER trains on that selection: the samples one network
 finds easy, probably clean, teach the other, so that their errors do not reinforce
 themselves. Each loss is the mean cross-entropy over the kept samples.
 
-R(t) follows the release: rate_schedule = forget_rate everywhere, its first num_gradual
-entries linspace(0, forget_rate ** exponent, num_gradual), read at the epoch index t; the
-release trains epochs t = 1 .. n_epoch - 1 (t = 0 only evaluates the initial weights), so
-this engine's epoch e (0-based, every one trained) reads t = e + 1. With the defaults
-(num_gradual 10, exponent 1) the first epoch forgets forget_rate / 9, the ninth and every
-later one forget_rate.
+R(t), as in the paper, is the fraction KEPT; the release schedules the fraction dropped,
+its forget rate f(t) = 1 - R(t): rate_schedule = forget_rate everywhere, its first
+num_gradual entries linspace(0, forget_rate ** exponent, num_gradual), read at the epoch
+index t; the release trains epochs t = 1 .. n_epoch - 1 (t = 0 only evaluates the initial
+weights), so this engine's epoch e (0-based, every one trained) reads t = e + 1. With the
+defaults (num_gradual 10, exponent 1) the first epoch drops forget_rate / 9 of the batch,
+the ninth and every later one forget_rate.
+
+--forget_rate defaults to the expected fraction of wrong labels of the run's noise model
+(default_forget_rate): 1 - the mean of the diagonal of its transition matrix (the noise
+type's `matrix`), which is --noise_rate for symmetric and pairflip noise and half of it
+for CIFAR-10 asym; the release defaults to --noise_rate whatever the noise.
 
 The main network is the run's model (columns without suffix, best.pt's selection); the
 second one is the network "peer" (columns suffixed _peer), checkpointed with it. Columns:
@@ -26,9 +32,34 @@ import torch
 import torch.nn.functional as F
 
 from core.args import finite_float, integer
-from data import noise_type
+from data import dataset_spec, noise_type
 from errors import UserError
 from methods import Method
+
+
+FORGET_RATE_HELP = ("the fraction of each batch finally dropped (default: the expected fraction of "
+                    "wrong labels of the run's noise model, 1 - the mean of the diagonal of its "
+                    "transition matrix: --noise_rate for symmetric and pairflip, half of it for "
+                    "CIFAR-10 asym, 0 for clean; --noise_rate for the types without a matrix that "
+                    "take a rate (instance, dependent, openset); required for human and real noise. "
+                    "The release defaults to --noise_rate)")
+
+
+def default_forget_rate(cfg):
+    """The expected fraction of wrong labels of the run's noise model: 1 - mean(diag P), P
+    the noise type's transition matrix at --noise_rate (rounded to 12 decimals, so that
+    0.2 is 0.2); --noise_rate for a type that takes a rate but declares no matrix; a
+    UserError for one with neither (human and real noise)."""
+    noise = noise_type(cfg.noise_type)
+    if noise.matrix is not None:
+        P = noise.matrix(cfg.noise_rate, dataset_spec(cfg.dataset).num_classes)
+        return round(1.0 - float(np.mean(np.diag(P))), 12)
+    if noise.uses_rate:
+        return cfg.noise_rate
+    raise UserError(f"noise type {cfg.noise_type} has no noise model (no transition matrix, no "
+                    "--noise_rate) to default --forget_rate to: pass --forget_rate, the expected "
+                    "fraction of wrong labels (noise.json of any run on these labels reports the "
+                    "actual one)")
 
 
 def forget_schedule(forget_rate, num_gradual, exponent, n_epoch):
@@ -41,6 +72,15 @@ def forget_schedule(forget_rate, num_gradual, exponent, n_epoch):
 def small_loss_selection(losses, num_keep):
     """Indices of the num_keep smallest losses (ties: the earlier sample first)."""
     return torch.argsort(losses.detach(), stable=True)[:num_keep]
+
+
+def small_loss_mask(losses, num_keep, among):
+    """Boolean mask of the num_keep smallest losses among the samples where `among` is
+    true (ties: the earlier sample first); num_keep may be a device tensor (no host sync)."""
+    order = torch.argsort(losses.detach(), stable=True)
+    order = order[torch.argsort((~among[order]).to(torch.uint8), stable=True)]  # candidates first
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
+    return (rank < num_keep) & among
 
 
 def coteaching_losses(logits, peer_logits, labels, forget_rate):
@@ -68,8 +108,7 @@ class CoTeaching(Method):
     @classmethod
     def add_flags(cls, group, defaults):
         group.add_argument("--forget_rate", type=finite_float, default=defaults.get("forget_rate"),
-                           help="tau, the fraction of each batch finally dropped (default: the "
-                                "run's --noise_rate, as released)")
+                           help=f"tau, {FORGET_RATE_HELP}")
         group.add_argument("--num_gradual", type=integer, default=defaults.get("num_gradual", 10),
                            help="T_k: epochs over which the dropped fraction rises to tau")
         group.add_argument("--exponent", type=finite_float, default=defaults.get("exponent", 1.0),
@@ -78,11 +117,7 @@ class CoTeaching(Method):
     @classmethod
     def check_flags(cls, cfg):
         if cfg.forget_rate is None:
-            if not noise_type(cfg.noise_type).uses_rate:
-                raise UserError(f"noise type {cfg.noise_type} takes no --noise_rate to default "
-                                "--forget_rate to: pass --forget_rate, the expected fraction of wrong "
-                                "labels (noise.json of any run on these labels reports the actual one)")
-            cfg.forget_rate = cfg.noise_rate
+            cfg.forget_rate = default_forget_rate(cfg)
         if not 0.0 <= cfg.forget_rate < 1.0:
             raise UserError(f"--forget_rate {cfg.forget_rate} is outside [0, 1): it is the fraction "
                             "of each batch that is dropped")

@@ -78,8 +78,10 @@ def assert_sigterm_resume_is_exact(method, extra, tmp_path, n_epoch=4, stop=2):
 
 FLAGS = {"gce": ["--q", "(default: 0.7)"],
          "elr": ["--elr_lambda", "--elr_beta", "3 on CIFAR-10"],
-         "coteaching": ["--forget_rate", "--noise_rate, as released", "--num_gradual", "(default: 10)",
-                        "--exponent", "(default: 1.0)"],
+         "coteaching": ["--forget_rate", "expected fraction of wrong labels", "half of it for CIFAR-10 asym",
+                        "--num_gradual", "(default: 10)", "--exponent", "(default: 1.0)"],
+         "coteaching_plus": ["--forget_rate", "--init_epoch", "5 on cifar100", "--ce_on_softmax, --no-ce_on_softmax"],
+         "jocor": ["--forget_rate", "--co_lambda", "0.85 on cifar100"],
          "forward": ["--transition {true,estimate}", "(default: true)", "--estimate_from RUN",
                      "--anchor_percentile", "default: 97"]}
 
@@ -112,7 +114,6 @@ def test_a_flag_of_another_method_is_refused_with_exit_2(tmp_path):
     (["--method", "coteaching", "--forget_rate", "1"], "--forget_rate 1.0 is outside [0, 1)"),
     (["--method", "coteaching", "--num_gradual", "-1"], "--num_gradual -1 must be >= 0"),
     (["--method", "coteaching", "--exponent", "0"], "--exponent 0.0 must be > 0"),
-    (["--method", "coteaching", "--noise_type", "clean"], "noise type clean takes no --noise_rate"),
     (["--method", "forward", "--transition", "estimate"], "--transition estimate needs --estimate_from RUN"),
     (["--method", "forward", "--estimate_from", "x"], "--estimate_from applies to --transition estimate"),
     (["--method", "forward", "--transition", "estimate", "--estimate_from", "/nonexistent"],
