@@ -1,0 +1,43 @@
+"""What a run prints as it goes: each epoch's line with the time left, and its result line."""
+import json
+import os
+
+from conftest import TINY, run_cli
+from utils.metrics import format_duration, format_row, result_line
+
+
+def rows_with_times(times):
+    return [{"epoch": i + 1, "lr": 0.1, "train_loss": 1.0, "test_acc": 50.0, "epoch_time_s": t}
+            for i, t in enumerate(times)]
+
+
+def test_the_time_left_is_the_mean_of_the_last_five_epochs_times_the_epochs_left():
+    rows = rows_with_times([100.0, 10.0, 20.0, 30.0, 40.0, 50.0])  # the first is left out
+    assert format_row(rows, 10).endswith("(50.0s; 2m00s left)")  # 4 epochs x 30 s
+    assert format_row(rows, 6).endswith("(50.0s)")                # the last epoch: nothing left
+    assert [format_duration(s) for s in (0.4, 59, 60, 3599, 3600, 7620)] == \
+        ["0s", "59s", "1m00s", "59m59s", "1h00m", "2h07m"]
+
+
+def test_the_result_line_names_best_and_last_of_each_model():
+    values = {"best_test_acc": 91.234, "last_test_acc": 90.0, "best_epoch": 7,
+              "best_test_acc_ema": 92.0, "last_test_acc_ema": 91.5}
+    assert result_line(values) == ("result: test accuracy best 91.23 (epoch 7), last 90.00; "
+                                   "momentum model: best 92.00, last 91.50")
+    assert result_line({}) == "result: no epoch completed"
+
+
+def test_a_run_ends_with_its_result_and_its_folder(tmp_path):
+    out = run_cli("train.py", "--method", "sln", "--sigma", "0.5", *TINY, "--width", "4", "--n_epoch", "2",
+                  "--noise_rate", "0.4", "--result_dir", tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    folder = lines[-1].removeprefix("results: ")
+    with open(os.path.join(folder, "summary.json")) as f:
+        s = json.load(f)
+    assert lines[-2] == (f"result: test accuracy best {s['best_test_acc']:.2f} (epoch {s['best_epoch']}), "
+                         f"last {s['last_test_acc']:.2f}; momentum model: best {s['best_test_acc_ema']:.2f}, "
+                         f"last {s['last_test_acc_ema']:.2f}")
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert epoch_lines[0].startswith("epoch 1/2") and epoch_lines[0].endswith("s left)")
+    assert epoch_lines[1].startswith("epoch 2/2") and "left" not in epoch_lines[1]
