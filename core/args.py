@@ -127,3 +127,13 @@ def run_main(main):
               "with --if_exists auto (the last complete checkpoint was kept)", file=sys.stderr)
         code = 1
     sys.exit(code)
+
+
+def format_duration(seconds):
+    """12s, 3m05s, 2h07m."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -3,7 +3,8 @@ import json
 import os
 
 from conftest import TINY, run_cli
-from utils.metrics import format_duration, format_row, result_line
+from core.args import format_duration
+from utils.metrics import format_row, result_line
 
 
 def rows_with_times(times):
@@ -41,3 +42,26 @@ def test_a_run_ends_with_its_result_and_its_folder(tmp_path):
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     assert epoch_lines[0].startswith("epoch 1/2") and epoch_lines[0].endswith("s left)")
     assert epoch_lines[1].startswith("epoch 2/2") and "left" not in epoch_lines[1]
+
+
+def test_a_sweep_says_why_a_run_failed_from_its_log(tmp_path):
+    import sweep
+    log = tmp_path / "run.log"
+    log.write_text("epoch 1/2 ...\nerror: --noise_file x: no such file\nTraceback (most recent call last):\n"
+                   "  File ...\nKeyError: 'q'\n")
+    assert sweep.last_error_line(str(log)) == "error: --noise_file x: no such file"
+    log.write_text("Traceback (most recent call last):\n  File ...\nKeyError: 'q'\n\n")
+    assert sweep.last_error_line(str(log)) == "KeyError: 'q'"
+    assert sweep.last_error_line(str(tmp_path / "gone.log")).startswith("(its log ")
+
+
+def test_a_cpu_chosen_on_purpose_gets_no_cuda_warning(monkeypatch):
+    import torch
+    from core.device import cpu_fallback_warning
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a sweep's CPU slot
+    assert cpu_fallback_warning("auto", torch.device("cpu")) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # a GPU asked for and not found
+    assert "CUDA_VISIBLE_DEVICES='0'" in cpu_fallback_warning("auto", torch.device("cpu"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert "found no usable CUDA device" in cpu_fallback_warning("auto", torch.device("cpu"))

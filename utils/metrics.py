@@ -9,6 +9,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from core.args import format_duration
 from errors import UserError
 
 ECE_BINS = 15
@@ -206,16 +207,6 @@ def format_row(rows, n_epoch):
     eta = f"; {format_duration(left * sum(recent) / len(recent))} left" if left > 0 else ""
     return (f"epoch {row['epoch']}/{n_epoch} lr {row['lr']:.3g} loss {row['train_loss']:.4f} "
             f"{accs} ({row['epoch_time_s']:.1f}s{eta})")
-
-
-def format_duration(seconds):
-    """12s, 3m05s, 2h07m."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def result_line(values):
