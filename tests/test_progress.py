@@ -65,3 +65,21 @@ def test_a_cpu_chosen_on_purpose_gets_no_cuda_warning(monkeypatch):
     assert "CUDA_VISIBLE_DEVICES='0'" in cpu_fallback_warning("auto", torch.device("cpu"))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert "found no usable CUDA device" in cpu_fallback_warning("auto", torch.device("cpu"))
+
+
+def test_a_rate_where_a_wrong_label_outnumbers_the_true_one_is_warned_and_marked(tmp_path):
+    from data.noise import majority_wrong_classes
+    # An independent reading of the three matrices: the true label keeps 1 - r; pairflip and
+    # asym give r to one partner, symmetric r / (K - 1) to each other class.
+    assert majority_wrong_classes("pairflip", 0.5, 10) == []
+    assert majority_wrong_classes("pairflip", 0.55, 10) == list(range(10))
+    assert majority_wrong_classes("asym", 0.6, 10) == [2, 3, 4, 5, 9]  # the classes asym moves
+    assert majority_wrong_classes("symmetric", 0.9, 10) == []           # 0.1 against 0.1 each
+    assert majority_wrong_classes("symmetric", 0.95, 10) == list(range(10))
+    out = run_cli("train.py", "--method", "gce", *TINY, "--width", "4", "--n_epoch", "1",
+                  "--noise_type", "pairflip", "--noise_rate", "0.95", "--result_dir", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "a wrong label is now more likely than the true one" in out.stderr
+    folder = out.stdout.strip().splitlines()[-1].removeprefix("results: ")
+    with open(os.path.join(folder, "noise.json")) as f:
+        assert json.load(f)["provenance"]["wrong_label_majority"] == list(range(10))
