@@ -83,3 +83,12 @@ def test_a_rate_where_a_wrong_label_outnumbers_the_true_one_is_warned_and_marked
     folder = out.stdout.strip().splitlines()[-1].removeprefix("results: ")
     with open(os.path.join(folder, "noise.json")) as f:
         assert json.load(f)["provenance"]["wrong_label_majority"] == list(range(10))
+
+
+def test_the_negative_smoothing_hint_names_what_the_user_is_not_running_already():
+    from methods.gls import GLS
+    nls = GLS(wa=0.0, wb=1.0, smooth_rate=-2.0)
+    direct, load = nls.divergence_hint("main_GLS_direct_train"), nls.divergence_hint("main_GLS_load")
+    assert "main_warmup.py, then main_GLS_load.py" in direct
+    assert "main_GLS_load.py" not in load and "even from the CE warm-up" in load
+    assert GLS(wa=0.0, wb=1.0, smooth_rate=0.4).divergence_hint("main_GLS_load") == ""

@@ -350,7 +350,7 @@ def train(run, folder, guard):
     except Diverged as d:
         write_summary("diverged", diverged_epoch=d.epoch, diverged_step=d.step, diverged_loss=d.loss)
         what = "non-finite" if not math.isfinite(d.loss) else f"{d.loss:.4g}, beyond --loss_bound {cfg.loss_bound:g}"
-        hint = method.divergence_hint()
+        hint = method.divergence_hint(run.script)
         kept = (f"The checkpoint of epoch {run.epoch}, the last good one, is kept." if run.epoch
                 else "No epoch completed, so there is no checkpoint.")
         print(f"error: the loss diverged at epoch {d.epoch}, step {d.step}: the batch loss was {what}. "
@@ -393,7 +393,7 @@ def train(run, folder, guard):
     if collapse["collapsed"]:
         print(f"warning: the run collapsed: its last test accuracy, {run.rows[-1]['test_acc']:.2f}%, is "
               f"near chance ({collapse['chance_acc']:.2f}%, the largest test class). "
-              f"{method.divergence_hint()}".rstrip())
+              f"{method.divergence_hint(run.script)}".rstrip())
     print(result_line(summarize_rows(run.rows)))
     print(f"results: {folder.path}")
     return 0
