@@ -27,7 +27,7 @@ if __name__ == "__main__":  # Ctrl-C while Python starts: end at once, quietly
 
 from core.args import run_main  # noqa: E402
 
-DEFAULTS = dict(dataset="cifar10", num_class=10, data_root="./data/CIFAR10", model="wrn28_2",
+DEFAULTS = dict(dataset="cifar10", data_root="./data/CIFAR10", model="wrn28_2",
                 n_epoch=300, lr=0.001, lr_milestones=[], momentum=0.9, nesterov=False,
                 weight_decay=5e-4, batch_size=128, test_batch_size=128, noise_type="dependent",
                 noise_rate=0.4, sigma=0.5, correction=250, ema_decay=0.999, noise_source="release")

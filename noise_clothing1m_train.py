@@ -22,7 +22,7 @@ if __name__ == "__main__":  # Ctrl-C while Python starts: end at once, quietly
 
 from core.args import run_main  # noqa: E402
 
-DEFAULTS = dict(dataset="clothing1m", num_class=14, data_root="./data/Clothing1M", model="resnet50",
+DEFAULTS = dict(dataset="clothing1m", data_root="./data/Clothing1M", model="resnet50",
                 n_epoch=10, lr=1e-3, lr_milestones=[0.5], momentum=0.9, nesterov=False,
                 weight_decay=1e-3, batch_size=32, test_batch_size=128, noise_type="real",
                 noise_rate=0.0, sigma=0.2, correction=1, ema_decay=0.999, num_per_class=18976,

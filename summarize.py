@@ -29,11 +29,12 @@ the same code and data, and writes to OUT_DIR:
     acc_vs_<knob>_<method>.png  accuracy against each knob of each method, one line per
                               other setting, error bars = sample std over seeds
     curves_<PATTERN>.png      with --curves PATTERN: test accuracy per epoch of every group
-                              whose id or label contains PATTERN (mean over seeds, band = std)
+                              whose id or label is PATTERN (--match substring: contains it;
+                              mean over seeds, band = std)
     mem_curves_<PATTERN>.png  and, for the runs whose metrics.csv has them, fit_clean and
                               mem_noisy per epoch (memorisation of the noisy labels)
     confusion_<NAME>.png      with --confusion PATTERN (a run folder, or the groups whose id
-                              or label contains PATTERN): the test confusion matrix at the
+                              or label is PATTERN): the test confusion matrix at the
                               best and the last epoch (rows normalised, mean over seeds)
                               next to the noise's transition matrix (noise.json)
 
@@ -1234,9 +1235,24 @@ def group_curve(runs, column):
     return np.arange(first, n), data.mean(axis=0), std, len(series)
 
 
+class Pattern(str):
+    """A --curves or --confusion pattern (a str, for file names and titles) and how it names
+    groups: the whole group id or label, or (--match substring) any part of it."""
+
+    def __new__(cls, text, substring=False):
+        pattern = super().__new__(cls, text)
+        pattern.substring = substring
+        return pattern
+
+    def matches(self, text):
+        return str(self) in text if self.substring else str(self) == text
+
+
 def matching_rows(pattern, rows):
-    """The rows whose group id or label contains `pattern`, by script, method and knob value."""
-    chosen = [r for r in rows if pattern in r["group"] or pattern in r["label"]]
+    """The rows whose group id or label `pattern` matches (Pattern; a plain str: the whole id
+    or label), by script, method and knob value."""
+    pattern = pattern if isinstance(pattern, Pattern) else Pattern(pattern)
+    chosen = [r for r in rows if pattern.matches(r["group"]) or pattern.matches(r["label"])]
     return sorted(chosen, key=lambda r: (r["script"], r["method_name"] or "", knob_order(r["knobs"]),
                                          r["label"], r["other"], r["group"]))
 
@@ -1254,7 +1270,7 @@ def legend_names(rows):
 
 def plot_curves(path, pattern, rows, groups, columns=ACC_CURVES, ylabel="test accuracy (%)",
                 title="test accuracy per epoch"):
-    """`columns` per epoch of the groups whose id or label contains `pattern`: mean over the
+    """`columns` per epoch of the groups `pattern` names (matching_rows): mean over the
     finished seeds, band = sample std, one colour per group; None when nothing to draw."""
     chosen = matching_rows(pattern, rows)
     names = legend_names(chosen)
@@ -1278,7 +1294,8 @@ def plot_curves(path, pattern, rows, groups, columns=ACC_CURVES, ylabel="test ac
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch (0: before training)" if from_zero else "epoch")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{title}\ngroups matching '{printable(pattern)}'", fontsize=9)
+    how = "containing" if getattr(pattern, "substring", False) else "named"
+    ax.set_title(f"{title}\ngroups {how} '{printable(pattern)}'", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
@@ -1298,7 +1315,7 @@ def plot_mem_curves(path, pattern, rows, groups):
 
 def confusion_targets(pattern, runs, rows, groups):
     """[(file-name part, title, runs)] that --confusion PATTERN names: the run folder it is
-    (a path, or a folder name), else every group whose id or label contains it."""
+    (a path, or a folder name), else every group it names (matching_rows)."""
     for run in runs:
         folder = run["folder"]
         if pattern == os.path.basename(os.path.normpath(folder)) or (
@@ -1531,8 +1548,10 @@ def load_results(results_dir):
     return runs
 
 
-def write_outputs(results_dir, runs, out_dir, curves=(), confusion=()):
-    """Write the tables and plots of `runs`; returns (rows, paired, unfinished, plot paths)."""
+def write_outputs(results_dir, runs, out_dir, curves=(), confusion=(), match="exact"):
+    """Write the tables and plots of `runs`; returns (rows, paired, unfinished, plot paths).
+    `match`: how the curves and confusion patterns name groups (exact or substring)."""
+    curves, confusion = ([Pattern(p, match == "substring") for p in patterns] for patterns in (curves, confusion))
     groups = group_runs(runs)
     rows, unfinished = group_rows(groups)
     paired = paired_rows(rows, groups)
@@ -1558,9 +1577,10 @@ def write_outputs(results_dir, runs, out_dir, curves=(), confusion=()):
     return rows, paired, unfinished, plots
 
 
-def summarize(results_dir, out_dir, curves=(), confusion=()):
+def summarize(results_dir, out_dir, curves=(), confusion=(), match="exact"):
     """Write the tables and plots; returns (rows, unfinished, plot paths)."""
-    rows, _, unfinished, plots = write_outputs(results_dir, find_runs(results_dir), out_dir, curves, confusion)
+    rows, _, unfinished, plots = write_outputs(results_dir, find_runs(results_dir), out_dir, curves, confusion,
+                                               match)
     return rows, unfinished, plots
 
 
@@ -1576,25 +1596,41 @@ def main(argv=None):
                    help="with --paper: also every part of a cell (GLS: direct and after warm-up)")
     p.add_argument("--curves", action="append", default=[], metavar="PATTERN",
                    help="plot test accuracy (and fit_clean, mem_noisy) per epoch of the groups "
-                        "whose id or label contains PATTERN (summary.csv's group and label "
-                        "columns); repeatable")
+                        "whose id or label is PATTERN (summary.csv's group and label columns; "
+                        "--match substring: contains it); repeatable")
     p.add_argument("--confusion", action="append", default=[], metavar="PATTERN",
                    help="draw the test confusion matrix (best and last epoch, rows normalised, "
                         "mean over seeds) next to the noise's transition matrix, of the run "
                         "folder PATTERN (a path or a folder name) or of each group whose id or "
-                        "label contains PATTERN; repeatable")
+                        "label is PATTERN (--match substring: contains it); repeatable")
+    p.add_argument("--match", choices=["exact", "substring"], default="exact",
+                   help="how --curves and --confusion patterns name groups: the whole id or label, "
+                        "or any part of it")
+    p.add_argument("--status", action="store_true",
+                   help="only list the runs by state (running, interrupted, failed, diverged, stale, "
+                        "finished) with their folders; reads, writes nothing")
     args = p.parse_args(argv)
+    if args.status:
+        extra = [f for f, on in (("--out", args.out), ("--paper", args.paper), ("--parts", args.parts),
+                                 ("--curves", args.curves), ("--confusion", args.confusion)) if on]
+        if extra:
+            p.error(f"--status only lists the runs: drop {' '.join(extra)}")
+        if not os.path.isdir(args.results_dir):
+            p.error(f"{args.results_dir} is not a folder: pass the --result_dir of your runs")
+        from report.status import status_report
+        print(printable(status_report(args.results_dir)))
+        return 0
     if args.paper is not None:
         return main_paper(args)
     if args.out is None:
-        p.error("--out is required (a folder for the tables and plots): pass --out DIR, or --paper NAME for a paper table")
+        args.out = os.path.join(args.results_dir, "summary")
     if args.parts:
         p.error("--parts goes with --paper NAME")
     try:
         check_out_dir(args.out)
         runs = load_results(args.results_dir)
         rows, paired, unfinished, plots = write_outputs(args.results_dir, runs, args.out,
-                                                        args.curves, args.confusion)
+                                                        args.curves, args.confusion, args.match)
     except UserError as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2

@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 
-from core.args import Parser
+from core.args import Parser, format_duration
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -982,6 +982,35 @@ def print_local_plan(runs):
         print(f"{i:4d}. {shlex.join(run.command[1:])}{after}")
 
 
+class Progress:
+    """The "[k/N] ... about 12m left" prefix of each ended run: the time left is the sweep's
+    time so far per ended run, times the runs not ended yet."""
+
+    def __init__(self, total):
+        self.total, self.ended, self.started = total, 0, time.time()
+
+    def step(self):
+        self.ended += 1
+        left = self.total - self.ended
+        if not left:
+            return f"[{self.ended}/{self.total}]"
+        eta = (time.time() - self.started) / self.ended * left
+        return f"[{self.ended}/{self.total}, about {format_duration(eta)} left]"
+
+
+def last_error_line(log):
+    """Why a run failed, from its log: the last line that starts with "error:", else the
+    last line that is not empty (a traceback's last line names the exception)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, os.path.getsize(log) - 65536))
+            lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError as exc:
+        return f"(its log {log} cannot be read: {exc.strerror})"
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or [f"(its log {log} is empty)"])[-1]
+
+
 def run_local(runs, opts, log_dir):
     """Run on the slots: a run starts when a slot is free and its warm-up (if any) has
     finished; SIGINT/SIGTERM stop every run (they save) and the sweep."""
@@ -995,6 +1024,7 @@ def run_local(runs, opts, log_dir):
           f"logs in {log_dir}", flush=True)
 
     pending, free = list(runs), list(slots)
+    progress = Progress(len(runs))
     running = {}  # pid -> (run, command, slot, process, start time)
     exit_of = {}  # run folder -> exit status
     stopping = []
@@ -1018,7 +1048,8 @@ def run_local(runs, opts, log_dir):
                 pending.remove(run)
                 if run.after and exit_of[run.after.run_dir] != 0:
                     record(outcomes, "skipped-dependency", "-", run.command, run.run_dir, run.log)
-                    print(f"skipped-dependency (its warm-up did not finish): {run.run_dir}", flush=True)
+                    print(f"{progress.step()} skipped-dependency (its warm-up did not finish): {run.run_dir}",
+                          flush=True)
                     continue
                 slot = free.pop(0)
                 env = {**os.environ, "CUDA_VISIBLE_DEVICES": slot}
@@ -1040,7 +1071,9 @@ def run_local(runs, opts, log_dir):
             exit_of[run.run_dir] = code
             outcome = OUTCOME.get(code, "failed")
             record(outcomes, outcome, code, command, run.run_dir, run.log)
-            print(f"{outcome} (exit {code}, {time.time() - started:.0f}s): {run.run_dir}", flush=True)
+            why = "" if code == 0 else f"\n      {last_error_line(run.log)}"
+            print(f"{progress.step()} {outcome} (exit {code}, {time.time() - started:.0f}s): {run.run_dir}{why}",
+                  flush=True)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -15,10 +15,13 @@ SEED_RANGE = 2 ** 32  # numpy's RandomState takes seeds in [0, 2^32)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The script's docstring as written, and every flag's default in --help."""
+    """The script's docstring as written, and every flag's default in --help: 0, False and
+    an empty list included (a flag without a value, None, says in its help what it means)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+        # `is`, not `in`: 0 == False, so a membership test would hide --seed 0 and --momentum 0
+        if (action.default is None or action.default is argparse.SUPPRESS
+                or "%(default)" in (action.help or "")):
             return action.help
         return super()._get_help_string(action)
 
@@ -124,3 +127,13 @@ def run_main(main):
               "with --if_exists auto (the last complete checkpoint was kept)", file=sys.stderr)
         code = 1
     sys.exit(code)
+
+
+def format_duration(seconds):
+    """12s, 3m05s, 2h07m."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

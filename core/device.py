@@ -34,9 +34,10 @@ def pick_device(name="auto"):
 
 def cpu_fallback_warning(requested, device):
     """The warning for --device auto landing on the CPU with a torch built for CUDA (a driver
-    or CUDA_VISIBLE_DEVICES problem, or a job without a GPU), else None."""
-    if requested == "auto" and device.type == "cpu" and torch.version.cuda is not None:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    or CUDA_VISIBLE_DEVICES problem, or a job without a GPU), else None. CUDA_VISIBLE_DEVICES
+    set to the empty string hides every GPU on purpose (as sweep.py's CPU slots do): no warning."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if requested == "auto" and device.type == "cpu" and torch.version.cuda is not None and visible != "":
         where = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
         return (f"--device auto found no usable CUDA device{where} although this torch "
                 f"{torch.__version__} was built for CUDA {torch.version.cuda}: training runs on the "

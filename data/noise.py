@@ -20,6 +20,7 @@ import os
 import numpy as np
 from scipy.stats import truncnorm
 
+from core.files import warn
 from errors import UserError
 
 from .base import NoiseType
@@ -361,10 +362,34 @@ def generated(cfg, generator):
     return {"source": "generated", "noise_seed": cfg.noise_seed, "generator": generator}
 
 
+def majority_wrong_classes(noise_type, noise_rate, num_classes):
+    """The classes whose label, under the declared matrix, is more often one wrong class than
+    the true one (pairflip and asym above r = 0.5, symmetric above (K - 1) / K): there the
+    noisy labels no longer tell which class is right, and no method can recover it."""
+    P = class_conditional_matrix(noise_type, noise_rate, num_classes)
+    off_diagonal = P - np.diag(np.diag(P))
+    # a margin: 1 - 0.9 and 0.9 / 9 differ in the last bit, and a tie is no majority
+    return [int(c) for c in np.flatnonzero(off_diagonal.max(axis=1) > np.diag(P) + 1e-9)]
+
+
 def class_conditional(noise_type):
     """make() of a class-conditional type: the SLN release's label file where the scripts
-    read one (--noise_source release) and the release shipped it, else the GLS release's draw."""
+    read one (--noise_source release) and the release shipped it, else the GLS release's draw.
+    A rate at which a wrong label outnumbers the true one is warned of and marked in
+    noise.json (provenance's wrong_label_majority: those classes)."""
     def make(data, cfg):
+        labels, provenance = draw(data, cfg)
+        wrong = [] if noise_type == "clean" else majority_wrong_classes(noise_type, cfg.noise_rate,
+                                                                         data.num_classes)
+        if wrong:
+            warn(f"--noise_type {noise_type} --noise_rate {cfg.noise_rate:g}: in {len(wrong)} of "
+                 f"{data.num_classes} classes a wrong label is now more likely than the true one, so "
+                 "the labels no longer say which class is right (noise.json marks it as "
+                 "wrong_label_majority)")
+            provenance = {**provenance, "wrong_label_majority": wrong}
+        return labels, provenance
+
+    def draw(data, cfg):
         if cfg.noise_source == "release" and noise_type != "clean":
             path = sln_release_file(data.name, noise_type, cfg.noise_rate, cfg.data_root,
                                     "--noise_source generate")

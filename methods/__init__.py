@@ -92,8 +92,9 @@ class Method:
         """Extra models to evaluate every epoch: {name: model}; columns get a _name suffix."""
         return {}
 
-    def divergence_hint(self):
-        """What to try when this method's loss diverged ("" when nothing specific applies)."""
+    def divergence_hint(self, script):
+        """What to try when this method's loss diverged or its run collapsed, in the run of
+        `script` (main_GLS_load, ...): "" when nothing specific applies."""
         return ""
 
     def state_dict(self):

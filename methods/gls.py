@@ -64,9 +64,12 @@ class GLS(Method):
     def loss(self, logits, labels, indices):
         return gls_loss(logits, labels, self.smooth_rate, self.wa, self.wb)
 
-    def divergence_hint(self):
-        if self.smooth_rate < 0 and self.wb > 0:
-            return ("Negative smoothing is unbounded below: from scratch it can diverge or collapse "
-                    "(the paper starts it from the CE warm-up, main_GLS_load.py); use a milder smooth "
-                    "rate or a lower --lr.")
-        return ""
+    def divergence_hint(self, script):
+        if self.smooth_rate >= 0 or self.wb == 0:
+            return ""
+        if script == "main_GLS_load":
+            return ("Negative smoothing is unbounded below: even from the CE warm-up it can diverge or "
+                    "collapse; use a milder smooth rate (closer to 0) or a lower --lr.")
+        return ("Negative smoothing is unbounded below: from scratch it can diverge or collapse "
+                "(the paper starts it from the CE warm-up: main_warmup.py, then main_GLS_load.py); "
+                "use a milder smooth rate or a lower --lr.")

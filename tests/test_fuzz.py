@@ -938,7 +938,7 @@ def test_summarize_skips_damaged_runs_with_warnings(ctx):
     clean = only(f"{ctx.tmp}/res/main_warmup/*clean*")
     write(f"{clean}/summary.json", "{")
     before = snapshot(f"{ctx.tmp}/res")
-    status, err = run_script(S_, [f"{ctx.tmp}/res", "--out", f"{ctx.tmp}/out", "--curves", "digits"])
+    status, err = run_script(S_, [f"{ctx.tmp}/res", "--out", f"{ctx.tmp}/out", "--match", "substring", "--curves", "digits"])
     assert status == 0, err
     assert f"skipping {direct}: config.json has smooth_rate nan, not a finite number" in err
     assert f"{sln}: metrics.csv line 2 has 'x', not a number" in err

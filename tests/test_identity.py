@@ -281,7 +281,7 @@ def test_a_collapsed_run_is_named_as_such(tmp_path, capsys):
     assert summary["status"] == "finished" and summary["collapsed"] is True
     assert summary["chance_acc"] == pytest.approx(chance, abs=1e-3)
     assert summary["last_test_acc"] < chance + 0.1 * (100 - chance)
-    assert "collapsed" in out[-2] and out[-1].startswith("results: ")
+    assert "collapsed" in out[-3] and out[-2].startswith("result: ") and out[-1].startswith("results: ")
 
 
 def test_a_trained_run_is_not_collapsed(tmp_path):

@@ -312,9 +312,11 @@ def test_released_command_line_parses_to_the_release_protocol():
     assert defaults.ema_decay == 0.999 and defaults.noise_file is None
 
 
-def test_num_class_must_match_the_data_set():
-    with pytest.raises(UserError, match="--num_class 100"):
-        parse("--dataset", "cifar100")
+def test_num_class_is_the_data_sets_unless_given_and_then_must_match():
+    assert parse("--dataset", "cifar100").num_class == 100
+    assert parse("--dataset", "cifar100", "--num_class", "100").num_class == 100
+    with pytest.raises(UserError, match="--num_class 10 does not match cifar100.*pass --num_class 100"):
+        parse("--dataset", "cifar100", "--num_class", "10")
     with pytest.raises(UserError, match="ema_decay"):
         parse("--ema_decay", "1.0")
     with pytest.raises(UserError, match="sigma"):

@@ -437,6 +437,25 @@ def capture_legends(monkeypatch):
     return legends
 
 
+def test_a_curves_pattern_names_a_whole_label_unless_substring_is_asked(results, tmp_path, monkeypatch):
+    curve = {"test_acc": [50.0, 60.0, 70.0]}
+    gls(results, "main_GLS_load", 0.4, 0, (91.0, 92.0), metrics=curve)
+    gls(results, "main_GLS_load", 0.0, 0, (90.0, 91.0), metrics=curve)
+    legends = capture_legends(monkeypatch)
+    summarize.summarize(str(results), str(tmp_path / "exact"), curves=["GLS r=0"])
+    assert {c.split(",")[0] for c in legends["curves_GLS_r=0.png"][0]} == {"GLS r=0"}
+    summarize.summarize(str(results), str(tmp_path / "part"), curves=["r=0"], match="substring")
+    assert {"GLS r=0", "PLS r=0.4"} <= {c.split(",")[0] for c in legends["curves_r=0.png"][0]}
+
+
+def test_without_out_the_tables_go_to_a_folder_inside_the_results(results, capsys):
+    assert summarize.main([str(results)]) == 0
+    out = os.path.join(str(results), "summary")
+    assert os.path.isfile(os.path.join(out, "summary.csv"))
+    assert f"wrote {os.path.join(out, 'summary.csv')}" in capsys.readouterr().out.splitlines()
+    assert summarize.main([str(results)]) == 0  # the tables' folder is no run: read again, same runs
+
+
 def test_plots_against_each_knob_with_readable_legends(results, tmp_path, monkeypatch):
     curve = {"test_acc": [50.0, 60.0, 70.0]}
     for r, accs in ((-8.0, (40.0, 50.0)), (-0.4, (82.0, 88.0))):
@@ -445,7 +464,8 @@ def test_plots_against_each_knob_with_readable_legends(results, tmp_path, monkey
         metrics=curve)
     legends = capture_legends(monkeypatch)
     out = tmp_path / "out"
-    _, _, plots = summarize.summarize(str(results), str(out), curves=["main_GLS_load", "sigma=0.5"])
+    _, _, plots = summarize.summarize(str(results), str(out), curves=["main_GLS_load", "sigma=0.5"],
+                                      match="substring")
     names = sorted(os.path.basename(p) for p in plots)
     assert names == ["acc_vs_q_gce.png", "acc_vs_sigma_sln.png", "acc_vs_smooth_rate_gls.png",
                      "curves_main_GLS_load.png", "curves_sigma=0.5.png"]
@@ -588,7 +608,7 @@ def write_mem_runs(root):
 def test_memorisation_curves_and_last_values(tmp_path):
     mem = write_mem_runs(tmp_path / "results")
     out = tmp_path / "out"
-    _, _, plots = summarize.summarize(str(tmp_path / "results"), str(out), curves=["r0.4", "r-2"])
+    _, _, plots = summarize.summarize(str(tmp_path / "results"), str(out), curves=["r0.4", "r-2"], match="substring")
     names = {os.path.basename(p) for p in plots}
     assert {"curves_r0.4.png", "mem_curves_r0.4.png", "curves_r-2.png"} <= names
     assert "mem_curves_r-2.png" not in names and not (out / "mem_curves_r-2.png").exists()
@@ -868,16 +888,16 @@ def test_a_full_disk_leaves_every_output_whole(results, tmp_path, monkeypatch, c
     """Each output is the earlier version or the new one, never part of one: every file goes
     through the atomic writer (a file written another way would not fail here)."""
     out, reference = tmp_path / "out", tmp_path / "reference"
-    summarized(results, out, "--curves", "PLS")
+    summarized(results, out, "--match", "substring", "--curves", "PLS")
     old = {p.name: p.read_bytes() for p in out.iterdir()}
     gls(results, "main_GLS_load", 0.4, 3, (50.0, 55.0), metrics={"test_acc": [1.0, 2.0, 3.0]})
     gls(results, "main_GLS_load", 0.4, 4, None, summary={"status": "running", "method": "r0.4"})
-    summarized(results, reference, "--curves", "PLS")
+    summarized(results, reference, "--match", "substring", "--curves", "PLS")
     new = {p.name: p.read_bytes() for p in reference.iterdir()}
     assert old[failing] != new[failing]
     capsys.readouterr()
     fail_writing(monkeypatch, failing)
-    assert summarize.main([str(results), "--out", str(out), "--curves", "PLS"]) == 2
+    assert summarize.main([str(results), "--out", str(out), "--match", "substring", "--curves", "PLS"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot write to --out {out} (No space left on device)") and "Traceback" not in err
     assert (out / failing).read_bytes() == old[failing]
@@ -963,7 +983,7 @@ def test_a_fifo_never_blocks(per_class_results, tmp_path, capsys, deadline, name
         (folder / name).unlink()
     os.mkfifo(folder / name)
     out = tmp_path / "out"
-    summarized(root, out, "--curves", "PLS", "--confusion", "PLS")
+    summarized(root, out, "--match", "substring", "--curves", "PLS", "--confusion", "PLS")
     assert expected.format(folder=folder) in capsys.readouterr().err
 
 
@@ -1007,7 +1027,7 @@ def non_utf8_results(tmp_path):
 def test_a_results_path_that_is_not_utf8_is_summarized(tmp_path):
     root = non_utf8_results(tmp_path)
     out = root / "summary"
-    summarized(root, out, "--curves", "PLS", "--confusion", "CE")
+    summarized(root, out, "--match", "substring", "--curves", "PLS", "--confusion", "CE")
     md = (out / "summary.md").read_bytes()
     assert os.fsencode(str(root)) in md and b"| PLS \xef\xbf\xbd\\|r=0.8 |" in md  # U+FFFD; | escaped
     unfinished = (out / "unfinished.csv").read_bytes()

@@ -117,6 +117,12 @@ def test_diverged_runs_are_recorded_and_kept(tmp_path):
     assert first.returncode == 1 and "sweep: 2 diverged, 1 skipped-dependency" in first.stdout
     log_dir = os.path.join(results, "sweep_logs", "sweep_gls")
     done = outcomes(log_dir)
+    # Each ended run is counted, with the time left, and a failed one says why from its log.
+    ended = [line for line in first.stdout.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0].split(",")[0] for line in ended] == ["[1/3", "[2/3", "[3/3"]
+    assert "left]" in ended[0] and ended[2].startswith("[3/3] diverged (exit 3, ")
+    reasons = [line.strip() for line in first.stdout.splitlines() if line.startswith("      ")]
+    assert len(reasons) == 2 and all(r.startswith("error: the loss diverged at epoch 1, step ") for r in reasons)
     assert [(o[0], o[1], o[2][1]) for o in done] == [("diverged", "3", "main_warmup.py"),
                                                      ("skipped-dependency", "-", "main_GLS_load.py"),
                                                      ("diverged", "3", "main_GLS_direct_train.py")]

@@ -75,7 +75,9 @@ def build_parser(preset, method_cls):
 def add_released_flags(p, preset, method_cls):
     """The released scripts' flags, in their order and spelling; train.py takes the same."""
     d, family = preset.defaults, preset.family
-    noise_help = f"noise type; {noise_types_help()} (default: {d.get('noise_type') or 'symmetric, real on clothing1m'})"
+    noise_help = f"noise type; {noise_types_help()}"
+    if d.get("noise_type") is None:  # else the formatter appends the default
+        noise_help += " (default: symmetric, real on clothing1m)"
     epochs = ("--epochs", "--n_epoch") if family == "sln" else ("--n_epoch", "--epochs")
     root = ("--datapath", "--data_root") if family == "sln" else ("--data_root", "--datapath")
     noise = ("--noise_mode", "--noise_type") if family == "sln" else ("--noise_type", "--noise_mode")
@@ -102,7 +104,9 @@ def add_released_flags(p, preset, method_cls):
         g.add_argument("--batch_size", type=integer, default=d["batch_size"], help="training batch size")
         return
     g.add_argument("--dataset", default=d["dataset"], help=", ".join(dataset_names()))
-    g.add_argument("--num_class", type=integer, default=d["num_class"], help="class count; must match --dataset")
+    g.add_argument("--num_class", type=integer, default=None,
+                   help="class count (default: the --dataset's, e.g. 10 for cifar10); a value given "
+                        "must match it")
     g.add_argument(*root, dest="data_root", default=d["data_root"],
                    help="folder holding the data set (and the release's label_noisy/ files)")
     g.add_argument("--batch_size", type=integer, default=d["batch_size"], help="training batch size")
@@ -324,6 +328,8 @@ def validate(cfg, preset, method_cls):
 def validate_sln_family(cfg, spec):
     """--num_class must match the data set; --gpu_id becomes --device cuda:N when --device is
     auto and CUDA is present (an explicit --device wins)."""
+    if cfg.num_class is None:
+        cfg.num_class = spec.num_classes
     require([
         (cfg.num_class == spec.num_classes, f"--num_class {cfg.num_class} does not match {cfg.dataset}, "
                                             f"which has {spec.num_classes} classes: pass --num_class {spec.num_classes}"),

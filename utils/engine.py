@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from core.device import cpu_fallback_warning, device_name, pick_device, seed_everything, speed_settings
-from core.files import RESTART, warn
+from core.files import RESTART, read_json_file, warn
 from data import dataset_spec, declared_in, hold_out_validation, prepare_data
 from data.download import no_downloads
 from data.noise import transition_matrix
@@ -39,7 +39,7 @@ from . import identity as ident
 from .checkpoints import (best_checkpoint, label_identity, last_checkpoint, load_init_weights,
                           load_resume_state, restore)
 from .compile_check import check_compiled
-from .metrics import (Diverged, EpochStats, TensorBoardLog, check_tensorboard, evaluate, format_row,
+from .metrics import (Diverged, EpochStats, TensorBoardLog, check_tensorboard, evaluate, format_row, result_line,
                       per_class_record, summarize_rows)
 from .results import claim_run_folder, clear, run_dir
 from .state import Network, RunState
@@ -83,8 +83,10 @@ def keep_result(cfg, script, method, folder, action):
             raise UserError(stale_message(folder.path, action, changes))
         record_kept_stale(folder, changes, current)
         print(f"{folder.path}: kept deliberately (--keep_stale) although " + "; ".join(changes))
+    done, _ = read_json_file(folder.file("summary.json"))
     if action == "finished":
         print(f"{folder.path} already finished; nothing to do")
+        print(result_line(done or {}))
         print(f"results: {folder.path}")
         return 0
     print(f"{folder.path} diverged earlier (a result, kept); --retry_diverged trains it again")
@@ -340,7 +342,7 @@ def train(run, folder, guard):
             run.record_per_class(per_class_record(epoch + 1, confusion, stats.per_class()))
             run.epoch = epoch + 1
             run.wall_time_s += time.time() - started
-            print(format_row(row, cfg.n_epoch), flush=True)
+            print(format_row(run.rows, cfg.n_epoch), flush=True)
             save_epoch(run, folder)
             if board:
                 board.add(row)
@@ -348,11 +350,12 @@ def train(run, folder, guard):
     except Diverged as d:
         write_summary("diverged", diverged_epoch=d.epoch, diverged_step=d.step, diverged_loss=d.loss)
         what = "non-finite" if not math.isfinite(d.loss) else f"{d.loss:.4g}, beyond --loss_bound {cfg.loss_bound:g}"
-        hint = method.divergence_hint()
+        hint = method.divergence_hint(run.script)
         kept = (f"The checkpoint of epoch {run.epoch}, the last good one, is kept." if run.epoch
                 else "No epoch completed, so there is no checkpoint.")
         print(f"error: the loss diverged at epoch {d.epoch}, step {d.step}: the batch loss was {what}. "
               f"{hint + ' ' if hint else ''}{kept}")
+        print(result_line(summarize_rows(run.rows)))
         print(f"results: {folder.path}")
         return EXIT_DIVERGED
     except RuntimeError as exc:
@@ -382,6 +385,7 @@ def train(run, folder, guard):
         write_summary("interrupted")
         print(f"interrupted (signal {guard.signum}) after {run.epoch} complete epochs; "
               "continue with the same command and --if_exists auto (or --resume)")
+        print(result_line(summarize_rows(run.rows)))
         print(f"results: {folder.path}")
         return EXIT_SIGNAL[guard.signum]
     collapse = collapsed(run)
@@ -389,7 +393,8 @@ def train(run, folder, guard):
     if collapse["collapsed"]:
         print(f"warning: the run collapsed: its last test accuracy, {run.rows[-1]['test_acc']:.2f}%, is "
               f"near chance ({collapse['chance_acc']:.2f}%, the largest test class). "
-              f"{method.divergence_hint()}".rstrip())
+              f"{method.divergence_hint(run.script)}".rstrip())
+    print(result_line(summarize_rows(run.rows)))
     print(f"results: {folder.path}")
     return 0
 

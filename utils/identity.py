@@ -24,7 +24,6 @@ import subprocess
 import sys
 
 import numpy as np
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -140,6 +139,8 @@ def labels_sha1(noisy):
 
 def versions():
     """Plain strings (torch.__version__ is a str subclass that checkpoints cannot load safely)."""
+    import torch  # here, so that the code identity alone (summarize.py --status) needs no torch
+
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {"python": platform.python_version(), "torch": str(torch.__version__),
             "torchvision": _version("torchvision"), "numpy": str(np.__version__),

@@ -9,6 +9,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from core.args import format_duration
 from errors import UserError
 
 ECE_BINS = 15
@@ -201,10 +202,35 @@ def summarize_rows(rows):
     return out
 
 
-def format_row(row, n_epoch):
+def format_row(rows, n_epoch):
+    """The log line of the last epoch of `rows`, with the time the rest of the run should
+    take: the mean time of the last (up to) five epochs times the epochs left."""
+    row = rows[-1]
     accs = " ".join(f"{k} {v:.2f}" for k, v in row.items() if "_acc" in k and v is not None)
+    left = n_epoch - row["epoch"]
+    recent = [r["epoch_time_s"] for r in rows[-5:]]
+    eta = f"; {format_duration(left * sum(recent) / len(recent))} left" if left > 0 else ""
     return (f"epoch {row['epoch']}/{n_epoch} lr {row['lr']:.3g} loss {row['train_loss']:.4f} "
-            f"{accs} ({row['epoch_time_s']:.1f}s)")
+            f"{accs} ({row['epoch_time_s']:.1f}s{eta})")
+
+
+def result_line(values):
+    """One line of a run's result from summarize_rows' values: best (with its epoch) and last
+    test accuracy of the network, then of each extra evaluated model (the momentum model
+    of SLN-MO: _ema; a second network: _peer)."""
+    if "last_test_acc" not in values:
+        return "result: no epoch completed"
+    parts = [f"test accuracy best {values['best_test_acc']:.2f} (epoch {values['best_epoch']}), "
+             f"last {values['last_test_acc']:.2f}"]
+    for key in sorted(values):
+        suffix = key[len("last_test_acc"):]
+        if key.startswith("last_test_acc_") and values[key] is not None:
+            name = {"ema": "momentum model"}.get(suffix[1:], f"network {suffix[1:]}")
+            parts.append(f"{name}: best {values['best_test_acc' + suffix]:.2f}, last {values[key]:.2f}")
+    if values.get("test_acc_at_best_val") is not None:
+        parts.append(f"at the best validation epoch ({values['best_val_epoch']}): "
+                     f"{values['test_acc_at_best_val']:.2f}")
+    return "result: " + "; ".join(parts)
 
 
 # ---------------------------------------------------------------- TensorBoard
