@@ -10,6 +10,7 @@ prepare_data(cfg)                      (data, noisy train labels, provenance, no
 check_data_flags(cfg)                  every refusal that the flags alone decide
 """
 import functools
+import os
 
 import numpy as np
 
@@ -109,8 +110,9 @@ def check_data_flags(cfg):
 
 
 def load_dataset(name, root="./data", cfg=None):
-    """The data set `name` with its clean labels (cfg: the flags a data set may read)."""
-    return dataset_spec(name).load(root, cfg)
+    """The data set `name` with its clean labels (cfg: the flags a data set may read). A
+    relative root is relative to the current folder, and messages name it absolute."""
+    return dataset_spec(name).load(os.path.abspath(root), cfg)
 
 
 def prepare_data(cfg):

@@ -87,10 +87,10 @@ def keep_result(cfg, script, method, folder, action):
     if action == "finished":
         print(f"{folder.path} already finished; nothing to do")
         print(result_line(done or {}))
-        print(f"results: {folder.path}")
+        print(f"results: {os.path.abspath(folder.path)}")
         return 0
     print(f"{folder.path} diverged earlier (a result, kept); --retry_diverged trains it again")
-    print(f"results: {folder.path}")
+    print(f"results: {os.path.abspath(folder.path)}")
     return EXIT_DIVERGED
 
 
@@ -271,7 +271,7 @@ def print_banner(run, action):
     params = sum(p.numel() for p in run.model.parameters())
     noise = run.noise_report["actual_noise_rate"]
     n_test = len(run.data.test_labels) if getattr(run.data, "test_labels", None) is not None else "?"
-    lines = [f"run folder: {run.path} ({what})",
+    lines = [f"run folder: {os.path.abspath(run.path)} ({what})",
              f"device: {device_name(run.device)} ({run.device}), precision {run.precision}"
              + (", deterministic" if cfg.deterministic else ""),
              f"data: {cfg.dataset}, {len(run.noisy_labels)} training images, {n_test} test images; noise "
@@ -356,7 +356,7 @@ def train(run, folder, guard):
         print(f"error: the loss diverged at epoch {d.epoch}, step {d.step}: the batch loss was {what}. "
               f"{hint + ' ' if hint else ''}{kept}")
         print(result_line(summarize_rows(run.rows)))
-        print(f"results: {folder.path}")
+        print(f"results: {os.path.abspath(folder.path)}")
         return EXIT_DIVERGED
     except RuntimeError as exc:
         operation = nondeterministic_operation(exc) if cfg.deterministic else None
@@ -386,7 +386,7 @@ def train(run, folder, guard):
         print(f"interrupted (signal {guard.signum}) after {run.epoch} complete epochs; "
               "continue with the same command and --if_exists auto (or --resume)")
         print(result_line(summarize_rows(run.rows)))
-        print(f"results: {folder.path}")
+        print(f"results: {os.path.abspath(folder.path)}")
         return EXIT_SIGNAL[guard.signum]
     collapse = collapsed(run)
     write_summary("finished", **collapse)
@@ -395,7 +395,7 @@ def train(run, folder, guard):
               f"near chance ({collapse['chance_acc']:.2f}%, the largest test class). "
               f"{method.divergence_hint(run.script)}".rstrip())
     print(result_line(summarize_rows(run.rows)))
-    print(f"results: {folder.path}")
+    print(f"results: {os.path.abspath(folder.path)}")
     return 0
 
 

@@ -158,7 +158,7 @@ def _version(package):
 def made_by(code_paths, data_sha1, noisy, device_name):
     """The record of what makes this run (config.json and summary.json's made_by)."""
     return {"code": {**source_identity(code_paths), **git_identity()},
-            "command": [os.path.basename(sys.executable)] + sys.argv,
+            "command": [os.path.basename(sys.executable)] + sys.argv, "cwd": os.getcwd(),
             "versions": versions(), "device": device_name, "host": socket.gethostname(),
             "data": {"data_sha1": data_sha1, "labels_sha1": labels_sha1(noisy)}}
 
