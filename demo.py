@@ -81,7 +81,7 @@ ROWS = [
     ("  momentum model of CE (baseline)", "noise_cifar_train", "slnmo-sigma0", "_ema"),
     ("  momentum model of SLN (SLN-MO)", "noise_cifar_train", "slnmo-sigma0.5", "_ema"),
 ]
-CURVES = ["main_warmup", "main_GLS_load", "noise_cifar_train"]
+CURVES = ["main_warmup", "main_GLS_load", "noise_cifar_train"]  # every group of each script (substring)
 
 
 def run_sweep(command):
@@ -183,7 +183,7 @@ def main(argv=None):
     failed = [" ".join(c[:2]) for c in sweeps(results) if run_sweep(c) != 0]
 
     out = os.path.join(results, "summary")
-    _, unfinished, plots = summarize.summarize(results, out, curves=CURVES)
+    _, unfinished, plots = summarize.summarize(results, out, curves=CURVES, match="substring")
     summary, paired = read_results(out)
     wrong = wrong_labels(results)
     print(f"\nDigits, 40% symmetric noise ({wrong} of 1,437 training labels wrong), ResNet-18 width 16; "

@@ -279,7 +279,8 @@ def method_record(folder, summary):
     knobs = {clean(k): canonical(v) for k, v in summary["knobs"].items()}
     return {"method_name": clean(summary["method_name"]), "label": clean(summary["label"]),
             "knobs": knobs, "knob_baselines": {k: canonical(summary["knob_baselines"][k]) for k in knobs},
-            "is_ce": summary["is_ce"], "comparable": canonical(summary.get("comparable"))}
+            "is_ce": summary["is_ce"], "comparable": canonical(summary.get("comparable")),
+            "method_title": clean(summary["method_title"]) if isinstance(summary.get("method_title"), str) else None}
 
 
 def is_scalar(x):
@@ -1179,9 +1180,21 @@ def lines_over(rows, groups, knob):
     return [(labels[k], lines[k]) for k in sorted(lines, key=labels.get)]
 
 
+def method_title(rows, groups, method):
+    """The method's readable name (summary.json's method_title), else its --method name."""
+    record = groups[rows[0]["group"]].record or {}
+    return record.get("method_title") or method
+
+
 def plot_against(path, rows, groups, knob, method):
-    """Accuracy (last, best) of one method against `knob`, one line per other setting."""
+    """Accuracy (last, best) of one method against `knob`, one line per other setting; None
+    (with a warning saying why) when no line has two values of the knob to join."""
     lines = lines_over(rows, groups, knob)
+    if all(len({r["knobs"][knob] for r in members}) < 2 for _, members in lines):
+        warn(f"{os.path.basename(path)} is not drawn: no setting of method {method} was run at two "
+             f"values of {knob} (sweep {knob} to compare them)")
+        return None
+    title = method_title(rows, groups, method)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     xs_all = sorted({r["knobs"][knob] for _, m in lines for r in m})
     for ax, which in zip(axes, ("last", "best")):
@@ -1200,15 +1213,27 @@ def plot_against(path, rows, groups, knob, method):
         ax.set_xticks(xs_all)
         ax.set_xticklabels([fmt_num(x) for x in xs_all], rotation=90 if len(xs_all) > 6 else 0)
         ax.set_xlabel(knob + (" (symlog axis)" if ax.get_xscale() == "symlog" else ""))
-        ax.set_title(f"{method}: {which} test accuracy")
+        ax.set_title(f"{title}: {which} test accuracy")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%), mean ± std over seeds")
-    if axes[1].get_legend_handles_labels()[0]:  # none where no group has the accuracies
-        axes[1].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    atomic_savefig(path, fig, dpi=110)
+    legend_below(fig, axes[0])  # one legend for both panels
+    atomic_savefig(path, fig, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+LEGEND_FONT = 8
+
+
+def legend_below(fig, ax):
+    """The legend of `ax`'s lines under the figure, in columns, at a readable size: outside
+    the axes, so that it never covers a curve, however many lines there are."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # none where no group has the values
+        ncol = 1 if max(map(len, labels)) > 60 else 2 if len(labels) > 1 else 1
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+                   fontsize=LEGEND_FONT, frameon=False)
 
 
 def group_curve(runs, column):
@@ -1297,9 +1322,9 @@ def plot_curves(path, pattern, rows, groups, columns=ACC_CURVES, ylabel="test ac
     how = "containing" if getattr(pattern, "substring", False) else "named"
     ax.set_title(f"{title}\ngroups {how} '{printable(pattern)}'", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
-    atomic_savefig(path, fig, dpi=110)
+    legend_below(fig, ax)
+    atomic_savefig(path, fig, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -1325,6 +1350,9 @@ def confusion_targets(pattern, runs, rows, groups):
     return [(gid.replace("/", "_"), name, groups[gid].done) for gid, name in names.items()]
 
 
+CELL_NUMBERS_UP_TO = 20  # classes: a confusion figure writes each cell's value up to this
+
+
 def plot_confusion(path, title, runs):
     """The noise's transition matrix and the test confusion matrix at the best and last
     epoch (rows normalised, mean over the runs); None when no run has per-class results."""
@@ -1333,7 +1361,9 @@ def plot_confusion(path, title, runs):
     if all(m is None for _, _, m in panels):
         return None
     panels.insert(0, ("noise: transition matrix (noise.json)", "noisy label", mean_transition(runs)))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5), constrained_layout=True)
+    k = next(len(m) for _, _, m in panels if m is not None)
+    side = 5 if k <= 10 else 6.5
+    fig, axes = plt.subplots(1, 3, figsize=(3 * side, side), constrained_layout=True)
     for ax, (name, xlabel, matrix) in zip(axes, panels):
         ax.set_title(name, fontsize=9)
         if matrix is None:
@@ -1345,15 +1375,16 @@ def plot_confusion(path, title, runs):
         if k <= 20:
             ax.set_xticks(range(k))
             ax.set_yticks(range(k))
-        if k <= 12:
+        if k <= CELL_NUMBERS_UP_TO:  # beyond, a cell is too small for a readable number
             for i in range(k):
                 for j in range(k):
                     if np.isfinite(matrix[i, j]):
-                        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        ax.text(j, i, f"{matrix[i, j]:.2f}"[1:] if matrix[i, j] < 1 else "1",
+                                ha="center", va="center", fontsize=9 if k <= 10 else 6.5,
                                 color="white" if matrix[i, j] > 0.6 else "black")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("true class")
-    fig.colorbar(image, ax=list(axes), fraction=0.02)
+    fig.colorbar(image, ax=list(axes), fraction=0.015, pad=0.01, shrink=0.9)
     n = sum(bool(r["per_class"]) for r in runs)
     fig.suptitle(f"{printable(title)} ({n} seed{'s' * (n > 1)}; rows: fraction of each true class)", fontsize=10)
     atomic_savefig(path, fig, dpi=110)

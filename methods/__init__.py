@@ -28,6 +28,7 @@ class Method:
     """The default hooks: plain training on `loss`. Subclasses override what they need."""
 
     name = None          # the --method name; a subclass with a name is a method
+    title = None         # its readable name in figure titles ("Co-teaching"); default: name
     summary = ""         # one line for train.py --help
     knobs = {}           # {flag: value at which the method is its baseline}
 

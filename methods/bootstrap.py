@@ -37,6 +37,7 @@ def bootstrap_loss(logits, labels, beta, mode="soft"):
 
 class Bootstrap(Method):
     name = "bootstrap"
+    title = "Bootstrapping"
     summary = "soft or hard bootstrapping: the target mixes the label with the prediction (beta 1: CE)"
     knobs = {"boot_beta": 1.0}
 

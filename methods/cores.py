@@ -77,6 +77,7 @@ def kept_prior(noisy_labels, kept, num_classes):
 
 class Cores(Method):
     name = "cores"
+    title = "CORES²"
     summary = "CORES² sample sieve: CE minus beta * confidence regulariser, on the samples the sieve keeps"
     knobs = {"cores_beta": 0.0, "cores_sieve": False}
 

@@ -95,6 +95,7 @@ def coteaching_losses(logits, peer_logits, labels, forget_rate):
 
 class CoTeaching(Method):
     name = "coteaching"
+    title = "Co-teaching"
     summary = "co-teaching: two networks, each trained on the samples its peer finds small-loss"
     knobs = {"forget_rate": 0.0}
 

@@ -73,6 +73,7 @@ def coteaching_plus_losses(logits, peer_logits, labels, counts, ce_on_softmax=Tr
 
 class CoTeachingPlus(CoTeaching):
     name = "coteaching_plus"
+    title = "Co-teaching+"
     summary = "Co-teaching+: co-teaching on the samples where the two networks disagree"
     knobs = {"forget_rate": 0.0}
 

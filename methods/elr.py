@@ -46,6 +46,7 @@ def elr_loss(logits, labels, targets, indices, lam, beta):
 
 class ELR(Method):
     name = "elr"
+    title = "ELR"
     summary = "early-learning regularisation: CE + lambda * log(1 - <p, running mean of p>)"
     knobs = {"elr_lambda": 0.0}
 

@@ -71,6 +71,7 @@ def stable_cross_entropy(logits, labels, eps=1e-5):
 
 class FDiv(Method):
     name = "fdiv"
+    title = "f-divergence"
     summary = "f-divergence: maximise the variational bound of D_f(joint || product of marginals)"
 
     def __init__(self, divergence, warmup=0, eps=0.0):

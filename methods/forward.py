@@ -79,6 +79,7 @@ def estimate_transition(probs, percentile=97.0):
 
 class Forward(Method):
     name = "forward"
+    title = "Forward correction"
     summary = "forward loss correction: -log (T^T softmax)_y, T the true or an estimated noise matrix"
 
     def __init__(self, transition="true", estimate_from=None, anchor_percentile=None):

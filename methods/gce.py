@@ -28,6 +28,7 @@ def gce_loss(logits, labels, q):
 
 class GCE(Method):
     name = "gce"
+    title = "GCE"
     summary = "generalized cross-entropy (1 - p_y^q) / q: q -> 0 is CE, q = 1 is MAE"
     knobs = {"q": 0.0}
 

@@ -12,6 +12,7 @@ from methods import Method
 
 class GLS(Method):
     name = "gls"
+    title = "GLS (label smoothing)"
     summary = "generalized label smoothing: wa * CE + wb * GLS(smooth_rate), r < 0 is NLS"
     knobs = {"smooth_rate": 0.0}
 

@@ -79,6 +79,7 @@ def minimize_jointly(run, loss, names=("", "peer")):
 
 class JoCoR(CoTeaching):
     name = "jocor"
+    title = "JoCoR"
     summary = "JoCoR: two networks, one joint loss with co-regularisation, small-loss samples"
     knobs = {"co_lambda": 0.0}
 

@@ -39,6 +39,7 @@ def mixup_loss(logits, labels_a, labels_b, lam):
 
 class Mixup(Method):
     name = "mixup"
+    title = "mixup"
     summary = "mixup: train on convex combinations of image pairs and of their labels (alpha 0: CE)"
     knobs = {"mixup_alpha": 0.0}
 

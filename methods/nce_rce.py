@@ -60,6 +60,7 @@ def apl_loss(logits, labels, alpha, beta, active="nce", gamma=FOCAL_GAMMA):
 
 class NCERCE(Method):
     name = "nce_rce"
+    title = "Active-passive loss"
     summary = "active-passive loss alpha * NCE (or NFL) + beta * reverse CE (beta 0: the active loss alone)"
     knobs = {"apl_beta": 0.0}
 

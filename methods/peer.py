@@ -35,6 +35,7 @@ def peer_loss(logits, labels, peer_logits, peer_labels, alpha):
 
 class Peer(Method):
     name = "peer"
+    title = "Peer loss"
     summary = "peer loss: CE on the batch minus alpha times CE on random image / random label pairs"
     knobs = {"alpha": 0.0}
 

@@ -38,6 +38,7 @@ def sce_loss(logits, labels, alpha, beta):
 
 class SCE(Method):
     name = "sce"
+    title = "Symmetric cross-entropy"
     summary = "symmetric cross-entropy alpha * CE + beta * reverse CE (alpha 1, beta 0: CE)"
     knobs = {"sce_alpha": 1.0, "sce_beta": 0.0}
 

@@ -39,6 +39,7 @@ class SLN(Method):
     slnlc-sigma0.5-c250 (correction from the model itself).
     """
     name = "sln"
+    title = "SLN"
     summary = "stochastic label noise (sigma), its momentum model (SLN-MO) and label correction (-LC)"
     knobs = {"sigma": 0.0}
 

@@ -81,6 +81,7 @@ def step_with(run, loss, extra_optimizer):
 
 class VolMinNet(Method):
     name = "volminnet"
+    title = "VolMinNet"
     summary = "VolMinNet: forward correction through a learned T, plus lambda * log det T"
     knobs = {"vol_lambda": 0.0}
 

@@ -393,7 +393,7 @@ def test_no_table_of_script_or_knob_names():
         assert name not in source, name
 
 
-def test_a_new_method_with_two_knobs_is_tabled_paired_and_plotted(tmp_path, monkeypatch):
+def test_a_new_method_with_two_knobs_is_tabled_paired_and_plotted(tmp_path, monkeypatch, capsys):
     """A method summarize.py has never heard of: knobs alpha and beta (baseline 0, 0), and a
     knob whose name is a column of the tables (it becomes knob_seeds)."""
     root = tmp_path / "results"
@@ -419,8 +419,11 @@ def test_a_new_method_with_two_knobs_is_tabled_paired_and_plotted(tmp_path, monk
     assert paired[("ODD", "train", "knob")]["note"] == "no baseline runs (seeds=0, every other setting equal)"
     # One figure per (method, knob); lines per other setting (beta for alpha), points by value.
     names = sorted(p.name for p in out.glob("acc_vs_*.png"))
-    assert names == ["acc_vs_alpha_mix.png", "acc_vs_beta_mix.png", "acc_vs_seeds_odd.png"]
-    assert legends["acc_vs_alpha_mix.png"][1] == ["train: digits symmetric 0.4, beta=0",
+    # ODD ran at one value of its knob: no figure of a single dot, and a warning says why.
+    assert names == ["acc_vs_alpha_mix.png", "acc_vs_beta_mix.png"]
+    assert ("acc_vs_seeds_odd.png is not drawn: no setting of method odd was run at two values of seeds"
+            in capsys.readouterr().err)
+    assert legends["acc_vs_alpha_mix.png"][0] == ["train: digits symmetric 0.4, beta=0",
                                                   "train: digits symmetric 0.4, beta=2"]
 
 
@@ -429,8 +432,8 @@ def capture_legends(monkeypatch):
     legends = {}
     real = summarize.atomic_savefig
 
-    def save(path, fig, **kwargs):
-        legends[os.path.basename(path)] = [
+    def save(path, fig, **kwargs):  # the figure's legend (below its panels), else each axis's
+        legends[os.path.basename(path)] = [[t.get_text() for t in legend.get_texts()] for legend in fig.legends] or [
             [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [] for ax in fig.axes]
         return real(path, fig, **kwargs)
     monkeypatch.setattr(summarize, "atomic_savefig", save)
@@ -439,8 +442,8 @@ def capture_legends(monkeypatch):
 
 def test_a_curves_pattern_names_a_whole_label_unless_substring_is_asked(results, tmp_path, monkeypatch):
     curve = {"test_acc": [50.0, 60.0, 70.0]}
-    gls(results, "main_GLS_load", 0.4, 0, (91.0, 92.0), metrics=curve)
-    gls(results, "main_GLS_load", 0.0, 0, (90.0, 91.0), metrics=curve)
+    gls(results, "main_GLS_load", 0.4, 7, (91.0, 92.0), metrics=curve)
+    gls(results, "main_GLS_load", 0.0, 7, (90.0, 91.0), metrics=curve)
     legends = capture_legends(monkeypatch)
     summarize.summarize(str(results), str(tmp_path / "exact"), curves=["GLS r=0"])
     assert {c.split(",")[0] for c in legends["curves_GLS_r=0.png"][0]} == {"GLS r=0"}
@@ -472,10 +475,10 @@ def test_plots_against_each_knob_with_readable_legends(results, tmp_path, monkey
     for name in names:
         check_png(out / name)
     # A line per script and other setting, sorted; MO lines for SLN; never a group hash.
-    assert legends["acc_vs_smooth_rate_gls.png"][1] == [
+    assert legends["acc_vs_smooth_rate_gls.png"][0] == [
         "main_GLS_direct_train: digits symmetric 0.4",
         "main_GLS_load: digits symmetric 0.4, lr=0.005", "main_GLS_load: digits symmetric 0.4, lr=0.01"]
-    assert legends["acc_vs_sigma_sln.png"][1] == ["noise_cifar_train: digits symmetric 0.4",
+    assert legends["acc_vs_sigma_sln.png"][0] == ["noise_cifar_train: digits symmetric 0.4",
                                                   "noise_cifar_train: digits symmetric 0.4 (MO)"]
     # Curves: the label, script and other settings, sorted by the knob's value as a number.
     curves = legends["curves_main_GLS_load.png"][0]
@@ -744,7 +747,8 @@ def test_confusion_figure_against_numpy(per_class_results, tmp_path, monkeypatch
 def test_confusion_of_runs_without_per_class_results_is_explained(per_class_results, tmp_path, capsys):
     root, _ = per_class_results
     out = tmp_path / "out"
-    summarize.main([str(root), "--out", str(out), "--confusion", "NLS", "--confusion", "nothing-like-it"])
+    summarize.main([str(root), "--out", str(out), "--match", "substring", "--confusion", "NLS",
+                    "--confusion", "nothing-like-it"])
     err = capsys.readouterr().err
     assert "--confusion 'NLS': NLS r=-2, main_GLS_load has no per-class results" in err
     assert "--confusion 'nothing-like-it' matches no run folder and no finished group" in err
@@ -1004,7 +1008,7 @@ def test_deeply_nested_json_is_a_warning(per_class_results, tmp_path, capsys, na
     path = root / "main_GLS_load" / "r0.4-seed2" / name
     path.write_text(make(json.loads(path.read_text())))
     out = tmp_path / "out"
-    summarized(root, out, "--confusion", "PLS")
+    summarized(root, out, "--match", "substring", "--confusion", "PLS")
     err = capsys.readouterr().err
     (warning,) = [line for line in err.splitlines() if f"{path.parent}: {name}" in line or f"{path.parent}" in line]
     assert f"{name} is not readable JSON" in warning and problem in warning and "Traceback" not in err
@@ -1115,7 +1119,7 @@ def test_a_class_without_test_images_has_no_per_class_accuracy(tmp_path, monkeyp
         gls(root, "main_GLS_load", 0.4, seed, (80.0, 85.0),
             summary=finished((80.0, 85.0), "r0.4", per_class={"best": entry, "last": entry}))
     images = saved_images(monkeypatch)
-    summarized(root, out, "--confusion", "PLS")
+    summarized(root, out, "--match", "substring", "--confusion", "PLS")
     lines = {int(r["class"]): r for r in read_csv(out / "per_class.csv") if r["epoch"] == "last"}
     assert (float(lines[0]["test_acc_mean"]), float(lines[2]["test_acc_mean"])) == (85.0, 75.0)
     assert lines[1]["test_acc_mean"] == lines[1]["test_acc_std"] == ""

@@ -288,7 +288,8 @@ def train(run, folder, guard):
     """The epoch loop of a prepared run, writing its folder as it goes."""
     cfg, method = run.cfg, run.method
     summary = {"status": "running", "script": run.script, "run_dir": folder.path, "method": method.tag,
-               "method_name": method.name, "label": method.label, "knobs": method.knob_values(),
+               "method_name": method.name,
+               "method_title": method.title or method.name, "label": method.label, "knobs": method.knob_values(),
                "knob_baselines": {k: method.knobs[k] for k in method.knob_values()}, "is_ce": method.is_ce(),
                "comparable": run.comparable,
                "dataset": cfg.dataset, "noise_type": cfg.noise_type, "noise_rate": cfg.noise_rate,
