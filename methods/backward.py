@@ -50,21 +50,18 @@ class Backward(TransitionMethod):
     def label(self):
         return "Backward (true T)" if self.transition == "true" else "Backward (estimated T)"
 
-    def setup(self, run):
-        super().setup(run)
-        if run.resuming:
+    def set_matrix(self, matrix):
+        self.matrix = matrix
+        if not torch.isfinite(matrix).all():  # a resumed run's placeholder, until last.pt's T
+            self.inverse = matrix
             return
-        matrix = self.matrix.double().cpu().numpy()
-        condition = np.linalg.cond(matrix)
+        condition = np.linalg.cond(matrix.double().cpu().numpy())
         if not np.isfinite(condition) or condition > MAX_CONDITION:
             raise UserError(f"the {'estimated' if self.transition == 'estimate' else 'counted'} noise matrix "
                             f"has no usable inverse (condition number {condition:.3g}): backward correction "
                             "needs an invertible T; use --method forward, or estimate T from another run "
                             f"({ESTIMATE_HELP})")
-
-    def set_matrix(self, matrix):
-        self.matrix = matrix
-        self.inverse = torch.linalg.inv(matrix.double()).float() if torch.isfinite(matrix).all() else matrix
+        self.inverse = torch.linalg.inv(matrix.double()).float()
 
     def loss(self, logits, labels, indices):
         return backward_loss(logits, labels, self.inverse)
