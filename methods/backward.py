@@ -36,19 +36,11 @@ class Backward(TransitionMethod):
     summary = "backward loss correction: -sum_j (T^-1)[y, j] log p_j, T the true or an estimated noise matrix"
     selection = "val_loss"
     release_rule = "loss-correction models.py:94-98, ModelCheckpoint monitor='val_loss'"
+    title = "Backward"
 
     def __init__(self, transition="true", estimate_from=None, anchor_percentile=None):
         super().__init__(transition, estimate_from, anchor_percentile)
-        self.tag = f"backward-{self.transition_tag()}"
         self.inverse = None
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg.transition, cfg.estimate_from, cfg.anchor_percentile)
-
-    @property
-    def label(self):
-        return "Backward (true T)" if self.transition == "true" else "Backward (estimated T)"
 
     def set_matrix(self, matrix):
         self.matrix = matrix

@@ -32,19 +32,11 @@ class Forward(TransitionMethod):
     summary = "forward loss correction: -log (T^T softmax)_y, T the true or an estimated noise matrix"
     selection = "val_loss"
     release_rule = "loss-correction models.py:94-98, ModelCheckpoint monitor='val_loss'"
+    title = "Forward"
 
     def __init__(self, transition="true", estimate_from=None, anchor_percentile=None):
         super().__init__(transition, estimate_from, anchor_percentile)
-        self.tag = f"forward-{self.transition_tag()}"
         self.log_matrix = None
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg.transition, cfg.estimate_from, cfg.anchor_percentile)
-
-    @property
-    def label(self):
-        return "Forward (true T)" if self.transition == "true" else "Forward (estimated T)"
 
     def set_matrix(self, matrix):
         self.matrix = matrix

@@ -82,10 +82,20 @@ class TransitionMethod(Method):
 
     selection = "val_loss"
     release_rule = ""
+    title = ""  # the label's name: "Forward (true T)", "Forward (estimated T)"
 
     def __init__(self, transition="true", estimate_from=None, anchor_percentile=None):
         self.transition, self.estimate_from, self.anchor_percentile = transition, estimate_from, anchor_percentile
+        self.tag = f"{self.name}-{self.transition_tag()}"
         self.matrix = None
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.transition, cfg.estimate_from, cfg.anchor_percentile)
+
+    @property
+    def label(self):
+        return f"{self.title} ({'true' if self.transition == 'true' else 'estimated'} T)"
 
     def transition_tag(self):
         return "true" if self.transition == "true" else f"est-p{self.anchor_percentile:g}"

@@ -70,7 +70,6 @@ class TRevision(TransitionMethod):
         super().__init__(transition, estimate_from, anchor_percentile)
         self.revision_epochs, self.lr_revision, self.revision_loss = revision_epochs, lr_revision, revision_loss
         self.switch, self.weight_decay = n_epoch - revision_epochs, weight_decay
-        self.tag = f"trevision-{self.transition_tag()}"
         self.delta = self.optimizer = self.best_weights = self.true_matrix = self.run = None
         self.best_val, self.epoch = -1.0, 0
 
