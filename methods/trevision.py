@@ -80,11 +80,11 @@ class TRevision(TransitionMethod):
                            help="the last epochs, which revise T (default: half of --n_epoch, as "
                                 "released: 200 of 200 + 200)")
         group.add_argument("--lr_revision", type=finite_float, default=defaults.get("lr_revision", 5e-7),
-                           help="Adam's lr in the revision epochs (default: 5e-7, as released)")
+                           help="Adam's lr in the revision epochs (5e-7 as released)")
         group.add_argument("--revision_loss", choices=["release", "paper"],
                            default=defaults.get("revision_loss", "release"),
                            help="release: sample i of a batch sees T + (i + 1) dT, as the released "
-                                "loss computes it (default); paper: every sample sees T + dT")
+                                "loss computes it; paper: every sample sees T + dT")
 
     @classmethod
     def check_flags(cls, cfg):
