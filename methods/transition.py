@@ -9,7 +9,8 @@ T[i, j] = P(noisy j | true i). It comes from one of two places (--transition):
   no image keeps its own label. Real or human noise has no such matrix to be given.
 - estimate: the anchor estimator of the loss-correction release (giorgiop/loss-correction,
   models.py, NoiseEstimator; T-Revision's tools.fit is the same rule) on the softmax of
-  another run's checkpoint over this run's training images, without augmentation: for
+  another run's checkpoint over this run's training images (without augmentation, or with
+  it where the release augments them: trevision's --estimate_augment): for
   each class i the anchor is the training image with the largest p(i|x) below the
   --anchor_percentile percentile of p(i|.) ('higher' interpolation; the images at or
   above it are taken for outliers), and row i of T is its softmax, row-normalised. The
@@ -83,6 +84,7 @@ class TransitionMethod(Method):
     selection = "val_loss"
     release_rule = ""
     title = ""  # the label's name: "Forward (true T)", "Forward (estimated T)"
+    estimate_augmented = False  # predict the training images for the estimate with augmentation
 
     def __init__(self, transition="true", estimate_from=None, anchor_percentile=None):
         self.transition, self.estimate_from, self.anchor_percentile = transition, estimate_from, anchor_percentile
@@ -196,7 +198,7 @@ class TransitionMethod(Method):
             matrix = empirical_transition(run.true_labels.cpu().numpy(), run.noisy_labels.cpu().numpy(), k)
         else:
             estimator = self.load_estimator(run)
-            logits, _ = run.predict(estimator)
+            logits, _ = run.predict(estimator, augment=self.estimate_augmented)
             probs = torch.softmax(logits.double(), dim=1).cpu().numpy()
             matrix = estimate_transition(probs, self.anchor_percentile)
             self.estimated(run, estimator)

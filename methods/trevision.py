@@ -19,6 +19,8 @@ the other, and the first is another run (--estimate_from), as for forward correc
 
 T, dT, the Adam state and the kept model are the method's state (last.pt): resume is exact.
 """
+import argparse
+
 import torch
 import torch.nn.functional as F
 
@@ -66,8 +68,9 @@ class TRevision(TransitionMethod):
     release_rule = "T-Revision main.py:205-212, the estimation epoch of best validation accuracy"
 
     def __init__(self, transition="true", estimate_from=None, anchor_percentile=None, revision_epochs=1,
-                 lr_revision=5e-7, revision_loss="release", n_epoch=2, weight_decay=1e-4):
+                 lr_revision=5e-7, revision_loss="release", n_epoch=2, weight_decay=1e-4, estimate_augment=True):
         super().__init__(transition, estimate_from, anchor_percentile)
+        self.estimate_augmented = estimate_augment
         self.revision_epochs, self.lr_revision, self.revision_loss = revision_epochs, lr_revision, revision_loss
         self.switch, self.weight_decay = n_epoch - revision_epochs, weight_decay
         self.delta = self.optimizer = self.best_weights = self.true_matrix = self.run = None
@@ -81,6 +84,10 @@ class TRevision(TransitionMethod):
                                 "released: 200 of 200 + 200)")
         group.add_argument("--lr_revision", type=finite_float, default=defaults.get("lr_revision", 5e-7),
                            help="Adam's lr in the revision epochs (5e-7 as released)")
+        group.add_argument("--estimate_augment", action=argparse.BooleanOptionalAction,
+                           default=defaults.get("estimate_augment", True),
+                           help="with --transition estimate: predict the training images with the "
+                                "training augmentation (a random crop and flip), as the release does")
         group.add_argument("--revision_loss", choices=["release", "paper"],
                            default=defaults.get("revision_loss", "release"),
                            help="release: sample i of a batch sees T + (i + 1) dT, as the released "
@@ -108,7 +115,7 @@ class TRevision(TransitionMethod):
     @classmethod
     def from_config(cls, cfg):
         return cls(cfg.transition, cfg.estimate_from, cfg.anchor_percentile, cfg.revision_epochs,
-                   cfg.lr_revision, cfg.revision_loss, cfg.n_epoch, cfg.weight_decay)
+                   cfg.lr_revision, cfg.revision_loss, cfg.n_epoch, cfg.weight_decay, cfg.estimate_augment)
 
     @property
     def label(self):

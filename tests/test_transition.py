@@ -163,7 +163,8 @@ def test_trevision_needs_a_validation_split_and_its_stages_fit_the_run():
         parse_flags("train", "--method", "trevision", *SMALL, *VAL, "--n_epoch", "4", "--revision_epochs", "4")
     assert "--revision_epochs 4 must be in [0, --n_epoch 4)" in str(err.value)
     cfg = parse_flags("train", "--method", "trevision", *SMALL, *VAL, "--n_epoch", "400")
-    assert (cfg.revision_epochs, cfg.lr_revision, cfg.revision_loss) == (200, 5e-7, "release")
+    assert (cfg.revision_epochs, cfg.lr_revision, cfg.revision_loss, cfg.estimate_augment) == \
+        (200, 5e-7, "release", True)
 
 
 def test_trevision_sigterm_at_the_revision_then_resume_is_exact(tmp_path):
