@@ -813,9 +813,10 @@ def stale_runs(runs, retry_diverged):
 
 
 class Identities:
-    """made_by's code and data for a run's flags, as the run would record them now. The code
-    part is computed once per set of code files (script, method, data set, noise type), the
-    data part (the data set loaded and hashed, its noisy labels made) once per data setting."""
+    """made_by's code, data and outside inputs for a run's flags, as the run would record them
+    now. The code part is computed once per set of code files (script, method, data set,
+    noise type), the data part (the data set loaded and hashed, its noisy labels made) once
+    per data setting."""
 
     # The flags that decide the data and noisy labels, besides those data sets and noise
     # types declare themselves (data.add_data_flags).
@@ -833,7 +834,7 @@ class Identities:
         self.code, self.data = {}, {}
 
     def made_by(self, run):
-        from utils.engine import code_paths
+        from utils.engine import code_paths, present_inputs
         from utils.identity import source_identity
 
         name = run.script[:-len(".py")]
@@ -846,7 +847,8 @@ class Identities:
         key = tuple(repr(getattr(cfg, k, None)) for k in self.data_flags)
         if key not in self.data:
             self.data[key] = self.data_identity(cfg)
-        return {"code": self.code[paths], **({"data": self.data[key]} if self.data[key] else {})}
+        return {"code": self.code[paths], **({"data": self.data[key]} if self.data[key] else {}),
+                **present_inputs(method)}
 
     @staticmethod
     def data_identity(cfg):

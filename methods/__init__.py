@@ -64,7 +64,8 @@ class Method:
     # ------------------------------------------------------------ training
 
     def setup(self, run):
-        """Called once, before training (and before a resumed run's state is loaded)."""
+        """Called once, before training (and before a resumed run's state is loaded: then
+        run.resuming is true, and what load_state_dict restores need not be made)."""
 
     def start_epoch(self, epoch, run):
         """Called at the start of every epoch (0-based)."""
@@ -91,6 +92,13 @@ class Method:
 
     def eval_models(self):
         """Extra models to evaluate every epoch: {name: model}; columns get a _name suffix."""
+        return {}
+
+    def inputs(self):
+        """{flag: path} of the files outside the run folder that a fresh start of the run
+        reads (another run's checkpoint). Their sha1 is part of the run's made_by: a run whose
+        input changed since is stale. A resumed or finished run reads none of them (setup
+        sees run.resuming), so one whose input has moved away goes on as it is."""
         return {}
 
     def divergence_hint(self, script):

@@ -116,8 +116,6 @@ def test_a_flag_of_another_method_is_refused_with_exit_2(tmp_path):
     (["--method", "coteaching", "--exponent", "0"], "--exponent 0.0 must be > 0"),
     (["--method", "forward", "--transition", "estimate"], "--transition estimate needs --estimate_from RUN"),
     (["--method", "forward", "--estimate_from", "x"], "--estimate_from applies to --transition estimate"),
-    (["--method", "forward", "--transition", "estimate", "--estimate_from", "/nonexistent"],
-     "--estimate_from /nonexistent is no folder"),
 ])
 def test_bad_values_are_user_errors(extra, expected):
     with pytest.raises(UserError) as err:
@@ -214,30 +212,3 @@ def test_forward_true_uses_the_runs_counted_noise_matrix(tmp_path):
     T = torch.load(os.path.join(folder, "last.pt"), weights_only=True)["method"]["transition"].numpy()
     np.testing.assert_allclose(T, counts / counts.sum(1, keepdims=True), rtol=1e-6)
     assert abs(np.diag(T).mean() - 0.6) < 0.03  # 40% symmetric noise
-
-
-def test_forward_estimate_from_a_ce_run_follows_the_anchor_rule(tmp_path):
-    """A one-epoch CE run records its training softmax (--record_train_probs: the mean over
-    its one epoch is the last model's, which is its best.pt); the estimate made from its
-    best.pt is the anchor rule applied, here by hand, to those probabilities."""
-    code, (ce,) = train(["--method", "gls", "--smooth_rate", "0", *SMALL, "--n_epoch", "1",
-                         "--record_train_probs", "--result_dir", str(tmp_path / "ce")])
-    assert code == 0
-    code, (fwd,) = train(["--method", "forward", *SMALL, "--n_epoch", "1", "--transition", "estimate",
-                          "--estimate_from", ce, "--result_dir", str(tmp_path / "fwd")])
-    assert code == 0
-    probs = np.load(os.path.join(ce, "train_probs.npy"))
-    expected = np.empty((10, 10))
-    for i in range(10):
-        order = np.argsort(probs[:, i])  # 1437 images: the 97th percentile ('higher') is the
-        rank = int(np.ceil(0.97 * 1436))  # value of rank ceil(0.97 * 1436) = 1393; below it: 1392
-        anchor = order[rank - 1]
-        expected[i] = probs[anchor] / probs[anchor].sum()
-    T = torch.load(os.path.join(fwd, "last.pt"), weights_only=True)["method"]["transition"].numpy()
-    np.testing.assert_allclose(T, expected, rtol=1e-4, atol=1e-6)
-    # another noise rate: other labels, refused before anything is written
-    with pytest.raises(UserError) as err:
-        train(["--method", "forward", *SMALL, "--noise_rate", "0.2", "--n_epoch", "1", "--transition", "estimate",
-               "--estimate_from", ce, "--result_dir", str(tmp_path / "other")])
-    assert "was trained on other labels" in str(err.value) and "labels_sha1" in str(err.value)
-    assert not os.path.exists(tmp_path / "other" / "train") or not os.listdir(tmp_path / "other" / "train")

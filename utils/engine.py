@@ -96,8 +96,10 @@ def keep_result(cfg, script, method, folder, action):
 
 def current_made_by(cfg, script, method):
     """made_by of these flags now, for comparison with a finished run's: the code always;
-    the data when they can be loaded without a download (else a warning, and the code alone)."""
-    code = {"code": {**ident.source_identity(code_paths(cfg, script, method)), **ident.git_identity()}}
+    the data when they can be loaded without a download (else a warning, and the code alone);
+    the method's outside inputs that are still there."""
+    code = {"code": {**ident.source_identity(code_paths(cfg, script, method)), **ident.git_identity()},
+            **present_inputs(method)}
     try:
         with no_downloads():
             data, noisy, _, _ = prepare_data(cfg)
@@ -106,6 +108,17 @@ def current_made_by(cfg, script, method):
              "only its code is compared")
         return code
     return {**code, "data": {"data_sha1": ident.data_fingerprint(data), "labels_sha1": ident.labels_sha1(noisy)}}
+
+
+def present_inputs(method):
+    """{"inputs": ...} of the method's outside inputs that are there to be compared (a warning
+    for each one that is gone: the run needs it no more), or {} when it has none."""
+    inputs = ident.input_identity(method.inputs())
+    for flag, entry in inputs.items():
+        if entry["sha1"] is None:
+            warn(f"{flag}'s {entry['path']} is gone, so it cannot be compared with the one this run was "
+                 "made from; the run needs it no more")
+    return {"inputs": inputs} if inputs else {}
 
 
 def code_paths(cfg, script, method):
@@ -146,7 +159,7 @@ def prepare(cfg, config, script, method, folder, action, init_from):
     seed_everything(cfg.seed)
     data, noisy, provenance, noise = prepare_data(cfg)
     made_by = ident.made_by(code_paths(cfg, script, method), ident.data_fingerprint(data), noisy,
-                            device_name(device))
+                            device_name(device), method.inputs())
     identity = label_identity(cfg, noisy, provenance, noise)
     run = RunState(cfg=cfg, config=config, script=script, method=method, path=folder.path,
                    device=device, precision=cfg.precision, autocast=autocast, channels_last=channels_last,
@@ -180,6 +193,7 @@ def prepare(cfg, config, script, method, folder, action, init_from):
     run.eval_splits = {"test": data.eval_loader("test", cfg.test_batch_size, device, channels_last)}
     if data.has_val:
         run.eval_splits["val"] = data.eval_loader("val", cfg.test_batch_size, device, channels_last)
+    run.resuming = resume_from is not None
     with refusing_nondeterminism(cfg.deterministic):  # before anything is written: a refusal
         method.setup(run)
         if resume_from is not None:
@@ -456,7 +470,8 @@ def nondeterministic_operation(exc):
 def save_epoch(run, folder):
     """metrics.csv (and train_probs.npy) every epoch; last.pt every --ckpt_every epochs and at the end;
     best.pt when the selection accuracy improves: validation accuracy where the run has
-    a validation split, else test accuracy (the papers' choice); the momentum model's
+    a validation split, else test accuracy (the papers' choice), and there best_val_loss.pt
+    when the validation loss of the main model falls; the momentum model's
     where the method has one (SLN-MO: it is the model the release reports, and its
     Clothing1M script saves both networks when the momentum model's val accuracy improves)."""
     rows, cfg = run.rows, run.cfg
@@ -466,6 +481,10 @@ def save_epoch(run, folder):
     key = ("val_acc" if "val_acc" in row else "test_acc") + ("_ema" if "ema" in extra else "")
     if all(row[key] > r[key] for r in rows[:-1]):
         folder.save_checkpoint("best.pt", best_checkpoint(run, row, key, extra))
+    if "val_loss" in row and all(row["val_loss"] < r["val_loss"] for r in rows[:-1]):
+        # the lowest validation loss: the loss-correction release's rule for the model its
+        # transition matrix is estimated from (methods/transition.py)
+        folder.save_checkpoint("best_val_loss.pt", best_checkpoint(run, row, "val_loss", extra))
     if run.train_probs_sum is not None:  # --record_train_probs: the mean over the epochs so far
         folder.save_npy("train_probs.npy", (run.train_probs_sum / run.epoch).numpy())
     if run.epoch % cfg.ckpt_every == 0 or run.epoch == cfg.n_epoch:

@@ -155,12 +155,33 @@ def _version(package):
         return None
 
 
-def made_by(code_paths, data_sha1, noisy, device_name):
-    """The record of what makes this run (config.json and summary.json's made_by)."""
-    return {"code": {**source_identity(code_paths), **git_identity()},
-            "command": [os.path.basename(sys.executable)] + sys.argv, "cwd": os.getcwd(),
-            "versions": versions(), "device": device_name, "host": socket.gethostname(),
-            "data": {"data_sha1": data_sha1, "labels_sha1": labels_sha1(noisy)}}
+def made_by(code_paths, data_sha1, noisy, device_name, inputs=None):
+    """The record of what makes this run (config.json and summary.json's made_by); `inputs`,
+    {flag: path} of the files outside the run folder it starts from (Method.inputs)."""
+    record = {"code": {**source_identity(code_paths), **git_identity()},
+              "command": [os.path.basename(sys.executable)] + sys.argv, "cwd": os.getcwd(),
+              "versions": versions(), "device": device_name, "host": socket.gethostname(),
+              "data": {"data_sha1": data_sha1, "labels_sha1": labels_sha1(noisy)}}
+    if inputs:
+        record["inputs"] = input_identity(inputs)
+    return record
+
+
+def file_sha1(path):
+    """sha1 of a file's bytes, or None when it cannot be read."""
+    digest = hashlib.sha1()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def input_identity(inputs):
+    """{flag: {"path", "sha1"}} of a run's outside inputs; sha1 None for one that is gone."""
+    return {flag: {"path": os.path.abspath(path), "sha1": file_sha1(path)} for flag, path in sorted(inputs.items())}
 
 
 def what_changed(old, new):
@@ -183,6 +204,12 @@ def what_changed(old, new):
     for key, what in (("data_sha1", "data fingerprint"), ("labels_sha1", "noisy labels")):
         if key in data and old["data"].get(key) != data[key]:
             changes.append(f"data: {what} {short(old['data'].get(key))} -> {short(data[key])}")
+    # an outside input is compared where it is there to be read (a run needs it no more)
+    before = old.get("inputs") if isinstance(old.get("inputs"), dict) else {}
+    for flag, entry in sorted((new.get("inputs") or {}).items()):
+        was = before.get(flag) if isinstance(before.get(flag), dict) else {}
+        if entry.get("sha1") is not None and was.get("sha1") != entry["sha1"]:
+            changes.append(f"input: {flag} {entry['path']} sha1 {short(was.get('sha1'))} -> {short(entry['sha1'])}")
     return changes
 
 

@@ -35,7 +35,7 @@ LOCK_FILE = ".lock"
 # What a run writes, and all that an overwrite deletes: anything else in the folder (another
 # run's folder under a --result_dir inside this one, a user's notes) is left alone.
 RESULT_FILES = ("config.json", "noisy_labels.npy", "noise.json", "metrics.csv", "summary.json",
-                "last.pt", "best.pt", "train_probs.npy", "val_index.npy", "open_set_index.npy",
+                "last.pt", "best.pt", "best_val_loss.pt", "train_probs.npy", "val_index.npy", "open_set_index.npy",
                 "open_set_source.npy")
 RESULT_FOLDERS = ("tensorboard",)
 

@@ -75,6 +75,7 @@ class RunState:
     per_class: dict = field(default_factory=dict)  # summary.json's {"best": .., "last": ..}
     train_probs_sum: torch.Tensor = None
     init_from: str = None
+    resuming: bool = False          # set before method.setup: last.pt restores the method's state
     kept_stale: list = field(default_factory=list)      # what changed, resumed with --keep_stale
     kept_stale_log: list = field(default_factory=list)  # summary.json's record of such decisions
 
