@@ -66,7 +66,7 @@ class Peer(Method):
     def is_ce(self):
         return self.alpha == 0
 
-    def divergence_hint(self):
+    def divergence_hint(self, script):
         if self.alpha > 0:
             return ("The peer term -alpha * CE is unbounded below: the network can drive down the "
                     "probability of random labels without end. Use a smaller --alpha (the release "
