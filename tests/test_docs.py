@@ -196,3 +196,46 @@ def test_the_readme_is_a_front_page():
     assert "../shared" not in text and re.findall(r"\bissue\s*#?\d+", text, re.I) == []
     linked = set(re.findall(r"\]\((docs/[\w.]+\.md)", text))
     assert set(MANUAL) - {"README.md"} <= linked, sorted(set(MANUAL) - {"README.md"} - linked)
+
+
+# ---------------------------------------------------------------- figures
+
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+\.png)\)")
+MADE_BY = re.compile(r"Made by: (.*?)(?:\n\n|$)", re.S)
+
+
+def figures():
+    """(page, image path, the text of its "Made by:" paragraph or None) of every embedded PNG."""
+    for page in PAGES:
+        text = read(page)
+        for m in IMAGE.finditer(text):
+            made = MADE_BY.match(text[m.end():].lstrip("\n"))
+            yield page, os.path.normpath(os.path.join(ROOT, os.path.dirname(page), m.group(1))), \
+                made and " ".join(made.group(1).split())
+
+
+@pytest.mark.parametrize("page,image,made_by", list(figures()), ids=lambda v: os.path.basename(str(v)))
+def test_every_figure_exists_and_names_the_command_that_makes_it(page, image, made_by):
+    assert os.path.isfile(image), f"{page} embeds {image}, which is missing"
+    assert made_by and "summarize.py" in made_by, f"{page}: {image} has no 'Made by:' command after it"
+
+
+def test_the_demo_figures_command_makes_the_file_it_names(tmp_path):
+    """The summarize.py command a figure names, run on a small tree of SLN runs with the
+    memorisation columns, writes the file the docs say the figure is."""
+    import summarize
+    from test_summarize import sln
+
+    (made,) = [m for _, image, m in figures() if image.endswith("demo_memorisation_sln.png")]
+    words = shlex.split(re.search(r"`python3 summarize\.py ([^`]*)`", made).group(1))
+    produced = re.search(r"whose `([^`]+\.png)`", made).group(1)
+    results = tmp_path / "results" / "demo"
+    for sigma in (0.0, 0.5):
+        for seed in (0, 1):
+            sln(results, sigma, seed, (80.0, 85.0), metrics={"test_acc": [60.0, 70.0], "fit_clean": [50.0, 70.0],
+                                                          "mem_noisy": [5.0, 9.0 - 8 * sigma]})
+    out = tmp_path / words[words.index("--out") + 1]
+    words[words.index("--out") + 1] = str(out)
+    words[0] = str(results)
+    assert summarize.main(words) == 0
+    assert (out / produced).is_file()
