@@ -173,8 +173,8 @@ def test_defaults_and_cifar100s_epsilon():
     assert get_method("fdiv").from_config(cfg100).eps == 1e-5
     peer = parse_flags("train", "--method", "peer", *SMALL)
     assert peer.alpha == 1.0
-    assert "--alpha" in get_method("peer").from_config(peer).divergence_hint()
-    assert get_method("peer")(0.0).divergence_hint() == ""
+    assert "--alpha" in get_method("peer").from_config(peer).divergence_hint("train")
+    assert get_method("peer")(0.0).divergence_hint("train") == ""
 
 
 # ---------------------------------------------------------------- runs
