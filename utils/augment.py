@@ -215,8 +215,8 @@ class StrongAugment:
 
     def __init__(self, mean, std, device, pad=4, cutout=16, policy=CIFAR10_POLICY):
         self.device = torch.device(device)
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * 255
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * 255
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * 255
         self.pad, self.cutout = pad, cutout
         # (sub-policies, 2) tables: operation index, probability, magnitude.
         self.op = torch.tensor([[OPS.index(n) for n, _, _ in p] for p in policy], device=self.device)
