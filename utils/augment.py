@@ -163,7 +163,8 @@ def affine_matrices(op, value, height, width):
     that PIL's Image.transform(AFFINE) or rotate reads; identity where op is not geometric.
     op: (B,) operation indices into OPS; value: (B,) signed magnitudes."""
     b = len(op)
-    m = torch.zeros(b, 2, 3, dtype=value.dtype, device=value.device)
+    value = value.double()
+    m = torch.zeros(b, 2, 3, dtype=torch.float64, device=value.device)
     m[:, 0, 0] = m[:, 1, 1] = 1.0
     is_ = {name: op == OPS.index(name) for name in GEOMETRIC}
     m[:, 0, 1] = torch.where(is_["ShearX"], value, m[:, 0, 1])          # (1, v, 0, 0, 1, 0)
@@ -181,17 +182,18 @@ def affine_matrices(op, value, height, width):
 
 def warp(x, matrices):
     """Nearest-neighbour affine warp with black fill, as PIL's NEAREST transform: the input
-    pixel floor(M (x + 0.5, y + 0.5, 1)) for each output pixel."""
+    pixel floor(M (x + 0.5, y + 0.5, 1)) for each output pixel (coordinates in float64, as
+    PIL computes them, and without matrix products that TF32 could round)."""
     b, c, h, w = x.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype, device=x.device) + 0.5,
-                            torch.arange(w, dtype=x.dtype, device=x.device) + 0.5, indexing="ij")
-    grid = torch.stack([xs, ys, torch.ones_like(xs)], 0).view(1, 3, h * w)
-    src = torch.floor(torch.bmm(matrices, grid.expand(b, 3, h * w)))   # (B, 2, HW)
-    sx, sy = src[:, 0].long(), src[:, 1].long()
+    m = matrices.double()[:, :, :, None, None]                            # (B, 2, 3, 1, 1)
+    ys = (torch.arange(h, dtype=torch.float64, device=x.device) + 0.5).view(h, 1)
+    xs = (torch.arange(w, dtype=torch.float64, device=x.device) + 0.5).view(1, w)
+    sx = torch.floor(m[:, 0, 0] * xs + m[:, 0, 1] * ys + m[:, 0, 2]).long()   # (B, H, W)
+    sy = torch.floor(m[:, 1, 0] * xs + m[:, 1, 1] * ys + m[:, 1, 2]).long()
     inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-    flat = (sy.clamp(0, h - 1) * w + sx.clamp(0, w - 1))[:, None, :].expand(b, c, h * w)
-    out = torch.gather(x.reshape(b, c, h * w), 2, flat)
-    return (out * inside[:, None, :]).view(b, c, h, w)
+    flat = (sy.clamp(0, h - 1) * w + sx.clamp(0, w - 1)).view(b, 1, h * w).expand(b, c, h * w)
+    out = torch.gather(x.reshape(b, c, h * w), 2, flat).view(b, c, h, w)
+    return out * inside[:, None]
 
 
 def apply_ops(x, op, value, applied):
