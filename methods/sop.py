@@ -112,12 +112,14 @@ class SOP(Method):
 
     @classmethod
     def check_flags(cls, cfg):
-        lr_u, lr_v = released_lr_uv(cfg.dataset, cfg.noise_type)
-        cfg.lr_u = lr_u if cfg.lr_u is None else cfg.lr_u
-        cfg.lr_v = lr_v if cfg.lr_v is None else cfg.lr_v
+        # Resolved here, so that the default and the same value typed share a run folder.
+        for flag, released in zip(("lr_u", "lr_v"), released_lr_uv(cfg.dataset, cfg.noise_type)):
+            if getattr(cfg, flag) is None:
+                setattr(cfg, flag, released)
         for flag in ("lr_u", "lr_v", "sop_init_std"):
             if getattr(cfg, flag) < 0:
                 raise UserError(f"--{flag} {getattr(cfg, flag)} must be >= 0")
+            setattr(cfg, flag, abs(getattr(cfg, flag)))  # -0 is 0: one folder
         plus_flags = [f for f in (*PLUS, "cutout") if getattr(cfg, f) is not None]
         if not cfg.sop_plus:
             if plus_flags:
