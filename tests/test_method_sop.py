@@ -123,12 +123,12 @@ def test_sop_plus_terms_on_fixed_logits():
     rb, rc = 0.1, 0.9
     tz, tzs = torch.tensor(z, requires_grad=True), torch.tensor(zs, requires_grad=True)
     loss = sop_loss(tz, torch.tensor(y), torch.tensor(u), torch.tensor(v), rb, tzs, rc)
-    assert float(loss) == pytest.approx(np_loss(z, y, u, v, rb=rb, zs=zs, rc=rc), rel=1e-10)
+    assert float(loss.detach()) == pytest.approx(np_loss(z, y, u, v, rb=rb, zs=zs, rc=rc), rel=1e-10)
     # each term counts: without it the value differs
-    assert float(sop_loss(tz, torch.tensor(y), torch.tensor(u), torch.tensor(v), 0.0, tzs, rc)) != \
-        pytest.approx(float(loss))
-    assert float(sop_loss(tz, torch.tensor(y), torch.tensor(u), torch.tensor(v), rb, None, rc)) != \
-        pytest.approx(float(loss))
+    assert float(sop_loss(tz, torch.tensor(y), torch.tensor(u), torch.tensor(v), 0.0, tzs, rc).detach()) != \
+        pytest.approx(float(loss.detach()))
+    assert float(sop_loss(tz, torch.tensor(y), torch.tensor(u), torch.tensor(v), rb, None, rc).detach()) != \
+        pytest.approx(float(loss.detach()))
     loss.backward()
     # consistency: KL(sg(softmax z) || softmax z'), so d/dz' = rc (softmax z' - softmax z) / B
     np.testing.assert_allclose(tzs.grad.numpy(), rc * (np_softmax(zs) - np_softmax(z)) / b, atol=1e-10)
