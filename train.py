@@ -10,7 +10,8 @@ the memorisation and calibration columns, checkpoints, sweeps and SLURM (sweep.p
 default protocol is the GLS release's from-scratch one (ResNet-34, 200 epochs, lr 0.1 /
 0.01 / 0.001 at 1/2 and 3/4, SGD momentum 0.9 Nesterov, weight decay 1e-4, batch 128, noisy
 labels from the GLS release's generator), so that a method run here is paired by seed with
-main_GLS_direct_train.py's runs of the same settings; every setting is a flag.
+main_GLS_direct_train.py's runs of the same settings; every setting is a flag. A method
+whose release trains with a protocol of its own (sop on CIFAR) changes these defaults.
 """
 if __name__ == "__main__":  # Ctrl-C while Python starts: end at once, quietly
     import signal
@@ -24,8 +25,9 @@ DEFAULTS = dict(n_epoch=200, lr=0.1, lr_milestones=[0.5, 0.75], momentum=0.9, ne
 
 def preset(argv=None):
     """The preset of the method that argv's --method names (read first: its flags depend on it)."""
-    from utils.cli import Preset, choose_method
-    return Preset("train", choose_method(argv, __doc__), DEFAULTS, __doc__)
+    from utils.cli import Preset, choose_method, method_protocol
+    name = choose_method(argv, __doc__)
+    return Preset("train", name, {**DEFAULTS, **method_protocol(name, argv, DEFAULTS)}, __doc__)
 
 
 def main(argv=None):

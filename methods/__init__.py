@@ -46,6 +46,12 @@ class Method:
     def from_config(cls, cfg):
         return cls()
 
+    @classmethod
+    def protocol(cls, dataset):
+        """Defaults of train.py's training flags (n_epoch, lr, weight_decay, ...) that the
+        method's release trains `dataset` with, in place of train.py's; {}: train.py's."""
+        return {}
+
     tag = "method"       # the run folder's method part, set by __init__ from the flags
 
     @property

@@ -144,6 +144,10 @@ def add_engine_flags(p, d):
     g.add_argument("--lr_milestones", type=finite_float, nargs="*", default=d["lr_milestones"],
                    help="epochs where the lr is multiplied by --lr_gamma, as fractions of the epoch count")
     g.add_argument("--lr_gamma", type=finite_float, default=d.get("lr_gamma", 0.1), help="lr factor at a milestone")
+    g.add_argument("--cosine_lr_min", type=finite_float, default=d.get("cosine_lr_min"), metavar="LR",
+                   help="cosine plan instead of milestones: the lr falls from --lr to this over the run, "
+                        "once per epoch (PyTorch's CosineAnnealingLR with T_max = --n_epoch); needs "
+                        "--lr_milestones without values")
     g.add_argument("--momentum", type=finite_float, default=d["momentum"], help="SGD momentum")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"],
                    help="Nesterov momentum")
@@ -304,6 +308,11 @@ def validate(cfg, preset, method_cls):
         (not cfg.record_train_probs or (cfg.val_fraction == 0 and spec.in_memory),
          "--record_train_probs predicts every training image each epoch: it needs the whole "
          f"training set (no --val_fraction) and a data set held in memory (not {spec.name})"),
+        (cfg.cosine_lr_min is None or 0.0 <= cfg.cosine_lr_min <= cfg.lr,
+         f"--cosine_lr_min {cfg.cosine_lr_min} is outside [0, --lr {cfg.lr}]"),
+        (cfg.cosine_lr_min is None or not cfg.lr_milestones,
+         f"--cosine_lr_min replaces the milestones {cfg.lr_milestones}: pass --lr_milestones "
+         "without values, or drop --cosine_lr_min"),
         (all(0.0 < m < 1.0 for m in cfg.lr_milestones),
          f"--lr_milestones {cfg.lr_milestones} must be fractions of the run in (0, 1)"),
         (cfg.print_freq >= 1 and cfg.ckpt_every >= 1, "--print_freq and --ckpt_every must be >= 1"),
@@ -362,6 +371,15 @@ def run_preset(preset, argv=None):
     init_from = functools.partial(preset.init_from, cfg) if preset.init_from else None
     return run(cfg, preset.script, method, init_from=init_from,
                comparable=comparable_settings(cfg, preset, method_cls))
+
+
+def method_protocol(name, argv, defaults):
+    """The training defaults the method's release uses on the data set argv's --dataset names
+    (Method.protocol), read before the parser is built; {}: the script's own."""
+    p = Parser(prog="train.py", add_help=False)
+    p.add_argument("--dataset", default=defaults.get("dataset", "cifar10"))
+    known, _ = p.parse_known_args(argv)
+    return get_method(name).protocol(known.dataset)
 
 
 def choose_method(argv, doc):

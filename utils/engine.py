@@ -329,7 +329,7 @@ def train(run, folder, guard):
     try:
         for epoch in range(run.epoch, cfg.n_epoch):
             started = time.time()
-            lr = lr_at(epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch)
+            lr = lr_at(epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch, cfg.cosine_lr_min)
             for net in run.networks.values():
                 for group in net.optimizer.param_groups:
                     group["lr"] = lr
@@ -502,10 +502,14 @@ def collapsed(run):
             "chance_acc": round(chance, 3)}
 
 
-def lr_at(epoch, base_lr, milestones, gamma, n_epoch):
+def lr_at(epoch, base_lr, milestones, gamma, n_epoch, cosine_min=None):
     """Step plan: base_lr * gamma^k after k milestones. Milestones are fractions of
     n_epoch, so the released plans (e.g. 40/80 of 120 epochs) scale with --n_epoch; a
-    milestone that rounds to epoch 0 moves to epoch 1 (the first epoch is at base_lr)."""
+    milestone that rounds to epoch 0 moves to epoch 1 (the first epoch is at base_lr).
+    With cosine_min (--cosine_lr_min), the cosine plan instead: CosineAnnealingLR's closed
+    form with T_max = n_epoch, stepped once per epoch (epoch 0 at base_lr)."""
+    if cosine_min is not None:
+        return cosine_min + (base_lr - cosine_min) * (1 + math.cos(math.pi * epoch / n_epoch)) / 2
     passed = sum(epoch >= max(1, round(m * n_epoch)) for m in milestones)
     return base_lr * gamma ** passed
 
