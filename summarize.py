@@ -1557,6 +1557,9 @@ def main(argv=None):
                         "label contains PATTERN; repeatable")
     args = p.parse_args(argv)
     if args.paper is not None:
+        if args.curves or args.confusion:
+            p.error(f"--{'curves' if args.curves else 'confusion'} draws plots of summarize.py's own tables, "
+                    "not of a --paper table: run summarize.py RESULTS --out DIR with it for the plots")
         return main_paper(args)
     if args.out is None:
         p.error("--out is required (a folder for the tables and plots): pass --out DIR, or --paper NAME for a paper table")
