@@ -300,7 +300,7 @@ def train(run, folder, guard, record):
     with board or contextlib.nullcontext():
         try:
             for epoch in range(run.epoch, cfg.n_epoch):
-                started = time.time()
+                started, record.epoch = time.time(), epoch + 1
                 lr = lr_at(epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch)
                 for net in run.networks.values():
                     for group in net.optimizer.param_groups:
@@ -389,6 +389,7 @@ class RunRecord:
 
     def __init__(self, folder, action, config, script, method):
         self.folder, self.action, self.run, self.written, self.failed = folder, action, None, False, False
+        self.epoch = None  # the epoch being trained (1-based), for the message
         earlier = folder.read_json_or_none("summary.json") if action != "start" else None
         self.kept_result = (earlier or {}).get("status") in ("finished", "diverged")
         self.summary = {**(earlier or {}), "script": script, "run_dir": folder.path, "method": method.tag,
@@ -463,7 +464,8 @@ class RunRecord:
     def failure_message(self, exc, tb, record=True):
         """One line: what failed, when, where in the code, and the way on."""
         run = self.run
-        when = f"in epoch {run.epoch + 1}" if self.written and run is not None else "before training started"
+        when = (f"in epoch {self.epoch}" if self.epoch else f"before epoch {run.epoch + 1}" if self.written
+                else "before training started")
         if isinstance(exc, OSError):
             what = file_error(exc, self.folder.path)
         else:
