@@ -157,8 +157,13 @@ def find_runs(results_dir):
             if run is not None:
                 runs.append(run)
         elif "summary.json" in names:
-            warn(f"skipping {folder}: it has a summary.json but no config.json, so its "
-                 "settings are unknown (restore config.json to include it)")
+            failed = read_json_file(os.path.join(folder, "summary.json"))[0] or {}
+            if failed.get("status") == "failed":  # it stopped before its first file (the engine's RunRecord)
+                warn(f"skipping {folder}: its run failed before training started ({failed.get('error')}); "
+                     "rerun its command with --if_exists auto")
+            else:
+                warn(f"skipping {folder}: it has a summary.json but no config.json, so its "
+                     "settings are unknown (restore config.json to include it)")
         subfolders = []
         for entry in entries:
             if entry.name.startswith("."):

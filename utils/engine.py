@@ -70,8 +70,8 @@ def run(cfg, script, method, init_from=None, comparable=None):
             state.comparable = comparable
             record.start(state)
             guard.defer()  # from here on a signal stops the run between steps, after it saved
+            record.written = True  # from here on the folder changes: whatever stops the run is recorded
             begin(state, folder, action)
-            record.written = True
             print_banner(state, action)
             return train(state, folder, guard, record)
 
@@ -457,8 +457,8 @@ class RunRecord:
         if not self.failed:
             try:
                 self.write("failed", error=error)
-            except OSError as exc:
-                problems.append(f"summary.json: {exc.strerror or exc}")
+            except Exception as exc:  # a full disk, or what broke the summary in the first place
+                problems.append(f"summary.json: {getattr(exc, 'strerror', None) or exc}")
         return "; ".join(problems)
 
     def failure_message(self, exc, tb, record=True):
@@ -471,14 +471,13 @@ class RunRecord:
         else:
             first = str(exc).splitlines()[0] if str(exc) else ""
             what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        head = f"{what}{code_location(tb)}: the run {self.folder.path} stopped {when}"
         if not record:
-            return (f"the run {self.folder.path} stopped {when}: {what}{code_location(tb)}; the "
-                    f"{self.summary.get('status')} result in its folder is untouched. Fix the cause, then rerun")
+            return f"{head}; the {self.summary.get('status')} result in its folder is untouched. Fix the cause, then rerun"
         problem = self.record_failure(what, "".join(traceback.format_exception(type(exc), exc, tb)))
         kept = ("its summary.json says failed and error.log holds the traceback" if not problem
                 else f"this could not be recorded in the run folder ({problem})")
-        return (f"the run {self.folder.path} stopped {when}: {what}{code_location(tb)}; {kept}. "
-                "Fix the cause, then rerun the same command with --if_exists auto")
+        return f"{head}; {kept}. Fix the cause, then rerun the same command with --if_exists auto"
 
 
 def code_location(tb):
