@@ -120,11 +120,15 @@ class Method:
 
     # ------------------------------------------------------------ the contract
 
-    # The hooks the engine calls, with the arguments it passes.
-    HOOKS = {"setup": ("run",), "start_epoch": ("epoch", "run"), "loss": ("logits", "labels", "indices"),
-             "train_step": ("run", "x", "y", "idx"), "after_step": ("model",), "epoch_columns": (),
-             "eval_models": (), "divergence_hint": (), "state_dict": (), "load_state_dict": ("state",),
-             "knob_values": (), "is_ce": ()}
+    @classmethod
+    def hooks(cls):
+        """{hook: its arguments}: the methods of this base class that the engine calls, with the
+        arguments it passes (read from the defaults' signatures, so they stay in step)."""
+        found = {}
+        for hook, function in vars(Method).items():
+            if inspect.isfunction(function) and not hook.startswith("_") and hook != "check_contract":
+                found[hook] = tuple(list(inspect.signature(function).parameters)[1:])
+        return found
 
     def check_contract(self, cfg=None):
         """Refuse, with a UserError naming the method, the rule and the fix, a method that
@@ -138,7 +142,7 @@ class Method:
 
         if not isinstance(self.name, str) or not self.name:
             refuse(f"name is {self.name!r}", "set name to the --method name, a string")
-        for hook, args in self.HOOKS.items():
+        for hook, args in Method.hooks().items():
             function = getattr(self, hook, None)
             if not callable(function):
                 refuse(f"{hook} is {function!r}, not a method", f"define {hook}(self{''.join(', ' + a for a in args)})")
@@ -154,6 +158,8 @@ class Method:
         if not isinstance(self.tag, str) or not self.tag or os.sep in self.tag or "\0" in self.tag:
             refuse(f"tag is {self.tag!r}", "set self.tag (in __init__, from the flags) to a non-empty string "
                                            "without '/': it names the run folder")
+        if not isinstance(getattr(self, "title", None), (str, type(None))):
+            refuse(f"title is {self.title!r}", "set title to a readable name, a string (or leave it None)")
         if not isinstance(self.label, str):
             refuse(f"label is {self.label!r}, not a string", "return a readable name from label")
         if not isinstance(self.knobs, dict):
