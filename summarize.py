@@ -158,8 +158,13 @@ def find_runs(results_dir):
             if run is not None:
                 runs.append(run)
         elif "summary.json" in names:
-            warn(f"skipping {folder}: it has a summary.json but no config.json, so its "
-                 "settings are unknown (restore config.json to include it)")
+            failed = read_json_file(os.path.join(folder, "summary.json"))[0] or {}
+            if failed.get("status") == "failed":  # it stopped before its first file (the engine's RunRecord)
+                warn(f"skipping {folder}: its run failed before training started ({failed.get('error')}); "
+                     "rerun its command with --if_exists auto")
+            else:
+                warn(f"skipping {folder}: it has a summary.json but no config.json, so its "
+                     "settings are unknown (restore config.json to include it)")
         subfolders = []
         for entry in entries:
             if entry.name.startswith("."):
@@ -1652,6 +1657,9 @@ def main(argv=None):
         print(printable(status_report(args.results_dir)))
         return 0
     if args.paper is not None:
+        if args.curves or args.confusion:
+            p.error(f"--{'curves' if args.curves else 'confusion'} draws plots of summarize.py's own tables, "
+                    "not of a --paper table: run summarize.py RESULTS --out DIR with it for the plots")
         return main_paper(args)
     if args.out is None:
         args.out = os.path.join(args.results_dir, "summary")

@@ -139,8 +139,8 @@ def build_parser(kind):
     g.add_argument("--sbatch_args", metavar="'OPTIONS'",
                    help="e.g. '-p gpu --gres=gpu:1 --cpus-per-task=4 --time=12:00:00'")
     g.add_argument("--array_parallel", type=positive_int, help="at most N tasks of an array at a time")
-    g.add_argument("--max_requeues", type=natural_int, default=MAX_REQUEUES,
-                   help="times a task warned of its time limit requeues itself")
+    g.add_argument("--max_requeues", type=natural_int,
+                   help=f"times a task warned of its time limit requeues itself (default {MAX_REQUEUES})")
     return p
 
 
@@ -573,6 +573,9 @@ def plan_paper(opts, words):
     except UserError as exc:
         raise SweepError(str(exc)) from None
     seeds = numbers(opts.seeds if opts.seeds is not None else recipe.seeds, "--seeds", int)
+    if opts.warmup_args and not any(load_script(r.script, words).requires for r in recipe.runs):
+        raise SweepError(f"--warmup_args: the runs of the recipe {recipe.name} need no other run first (no "
+                         "warm-up), so its flags would reach no run: drop it")
     runs, result_dir = [], "results"
     for paper_run in recipe.runs:
         fixed = paper_run.words()
@@ -688,7 +691,8 @@ def check_options(opts, kind=None):
         raise SweepError("--keep_stale and --overwrite_stale contradict each other: keep one")
     local = [f for f, on in (("--gpus", opts.gpus is not None), ("--slots", opts.slots),
                              ("--runs_per_gpu", opts.runs_per_gpu)) if on]
-    cluster = [f for f, on in (("--sbatch_args", opts.sbatch_args), ("--array_parallel", opts.array_parallel)) if on]
+    cluster = [f for f, on in (("--sbatch_args", opts.sbatch_args), ("--array_parallel", opts.array_parallel),
+                               ("--max_requeues", opts.max_requeues is not None)) if on]
     if opts.slurm and local:
         raise SweepError(f"{local[0]} sets slots on this machine; with --slurm ask SLURM for GPUs and "
                          "CPUs in --sbatch_args (e.g. '--gres=gpu:1 --cpus-per-task=4')")
@@ -1155,7 +1159,7 @@ def submit_slurm(runs, opts, log_dir, name, lead):
 
     def sbatch(stage, tasks, n, after):
         task = [opts.python, os.path.join(ROOT, "sweep.py"), "_task", tasks,
-                "--max_requeues", str(opts.max_requeues)]
+                "--max_requeues", str(MAX_REQUEUES if opts.max_requeues is None else opts.max_requeues)]
         return ["sbatch", "--parsable", f"--job-name={name}-{stage}",
                 f"--array=0-{n - 1}" + (f"%{opts.array_parallel}" if opts.array_parallel else ""),
                 "--requeue", "--open-mode=append", f"--signal=B:USR1@{lead}", f"--chdir={ROOT}",
@@ -1269,6 +1273,10 @@ def main(argv=None):
         return run_task(argv[1:])
     try:
         if argv[:1] == ["paper"] and parse(argv)[1].list:
+            extra = " ".join(w for w in argv[1:] if w != "--list")
+            if extra:
+                raise SweepError(f"--list lists the recipes and runs nothing, so {extra} would do nothing: "
+                                 "drop it (sweep.py paper NAME --dry-run shows a recipe's runs)")
             print(recipe_listing())
             return 0
         try:

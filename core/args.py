@@ -113,9 +113,9 @@ def run_main(main):
             stream.reconfigure(errors="surrogateescape")
     try:
         code = main()
-    except UserError as exc:
+    except UserError as exc:  # and RunFailed: a run that stopped on an error, marked failed (exit 1)
         print(f"error: {exc}", file=sys.stderr)
-        code = 2
+        code = exc.exit_code
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C) before training started; nothing was written", file=sys.stderr)
         code = 130

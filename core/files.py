@@ -7,6 +7,7 @@ temporary file left by a killed process (kill -9 between write and rename) is re
 the next process that takes the run folder's lock (remove_leftovers).
 """
 import csv
+import errno
 import io
 import json
 import os
@@ -44,6 +45,10 @@ def atomic_write_bytes(path, data):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename == tmp:  # the error names the file being written, not its temporary name
+            exc.filename = path
+        raise
     finally:
         if os.path.lexists(tmp):
             os.remove(tmp)
@@ -59,6 +64,34 @@ def atomic_savefig(path, fig, **kwargs):
     buf = io.BytesIO()
     fig.savefig(buf, format=os.path.splitext(path)[1][1:] or "png", **kwargs)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def file_error(exc, folder=None):
+    """One line for an OSError met while writing or opening a file: what the system said,
+    the file, and the fix for that error. `folder`: the run folder, so that a file in a
+    folder of its own (tensorboard/, or a link to elsewhere) gets that folder's fix, not
+    the result folder's."""
+    path = exc.filename or ""
+    parent = os.path.dirname(path) if path else ""
+    elsewhere = bool(folder and parent and os.path.realpath(parent) != os.path.realpath(folder))
+    for link in (path, parent):
+        if link and os.path.islink(link) and not os.path.exists(link):
+            return f"{link} is a symbolic link to nothing ({os.readlink(link)}): remove the link or create its target"
+    if exc.errno == errno.ENOSPC:
+        fix = "free some space"
+    elif exc.errno == errno.EDQUOT:
+        fix = "free some of your quota"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = (f"make {parent} writable, or remove it (the run makes it again)" if elsewhere
+               else "use a writable --result_dir" if exc.errno == errno.EROFS else "make it writable, or remove it")
+    elif exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        fix = "something else is in its place: remove that"
+    elif exc.errno == errno.ENAMETOOLONG:
+        fix = "use a shorter --result_dir"
+    else:
+        fix = ""
+    where = f" ({path})" if path else ""
+    return f"{exc.strerror or exc}{where}" + (f": {fix}" if fix else "")
 
 
 def remove_leftovers(folder):

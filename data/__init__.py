@@ -86,6 +86,28 @@ def add_data_flags(group, defaults):
             plugin.flags(group, defaults)
 
 
+def flags_of_others(cfg):
+    """{dest: (kind, name)} of the flags that data sets and noise types declare for themselves,
+    of those this run does not use (another data set's, another noise type's)."""
+    import argparse
+
+    datasets, noises = _registry()[0], _registry()[1]
+    used = {dataset_spec(cfg.dataset).name, noise_type(cfg.noise_type).name}
+    found, mine = {}, set()
+    for kind, plugins in (("data set", datasets), ("noise type", noises)):
+        for plugin in plugins.values():
+            if plugin.flags is None:
+                continue
+            p = argparse.ArgumentParser(add_help=False)
+            plugin.flags(p, {})
+            dests = {a.dest for a in p._actions}
+            if plugin.name in used:
+                mine |= dests
+            else:
+                found.update({d: (kind, plugin.name) for d in dests})
+    return {d: owner for d, owner in found.items() if d not in mine}
+
+
 def check_data_flags(cfg):
     """Refuse, from the flags alone and before anything loads, a data set, a noise type or a
     combination that does not exist."""

@@ -87,7 +87,9 @@ def _read_batch(path, label_key, num_classes):
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")
     except FileNotFoundError:
-        raise UserError(f"{path} is missing: the CIFAR folder is incomplete; "
+        what = (f"is a symbolic link to nothing ({os.readlink(path)})" if os.path.islink(path)
+                else "is missing")
+        raise UserError(f"{path} {what}: the CIFAR folder is incomplete; "
                         "delete it and extract the archive again") from None
     except Exception as exc:
         raise UserError(f"{path} is not a readable CIFAR pickle ({exc}); "

@@ -121,19 +121,35 @@ def read_annotations(root):
 
 
 def check_images_exist(root, paths, split):
-    """Every listed image must exist: one directory listing per folder, not one stat per image."""
+    """Every listed image must be a file that can be opened: one directory listing per
+    folder, and a stat only for the entries that are symbolic links (the listing says what
+    the others are), so a link to nothing or a folder in an image's place is found here,
+    not when the image is first drawn."""
     listings = {}
-    missing = []
+    missing, broken = [], []
     for rel in paths:
         folder, name = os.path.split(os.path.join(root, rel))
         if folder not in listings:
-            listings[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-        if name not in listings[folder]:
+            try:
+                with os.scandir(folder) as entries:
+                    listings[folder] = {e.name: e for e in entries}
+            except OSError:  # no such folder, or not one
+                listings[folder] = {}
+        entry = listings[folder].get(name)
+        if entry is None:
             missing.append(rel)
+        elif not entry.is_file():  # follows a link: False for a link to nothing, or a folder
+            broken.append(rel)
+    problems = []
     if missing:
-        raise UserError(f"{len(missing)} of the {len(paths)} {split} images listed are missing under "
-                        f"{root} (first: {', '.join(missing[:5])}); complete the images/ folder or "
-                        "fix the annotation files")
+        problems.append(f"{len(missing)} of the {len(paths)} {split} images listed are missing under "
+                        f"{root} (first: {', '.join(missing[:5])})")
+    if broken:
+        problems.append(f"{len(broken)} of the {len(paths)} {split} images listed under {root} cannot be "
+                        f"opened: a symbolic link to nothing or a folder in its place (first: "
+                        f"{', '.join(broken[:5])})")
+    if problems:
+        raise UserError("; ".join(problems) + "; complete the images/ folder or fix the annotation files")
 
 
 # ---------------------------------------------------------------- images and sampling

@@ -21,6 +21,11 @@ def no_downloads():
 
 
 def check_download_allowed(url, path):
+    """A file about to be downloaded: refused inside no_downloads(), and where a symbolic
+    link to nothing stands in its place (the file was meant to be elsewhere)."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise UserError(f"{path} is a symbolic link to nothing ({os.readlink(path)}): remove the link "
+                        "or create its target")
     if not _ALLOWED[-1]:
         raise UserError(f"{path} is missing (it would be downloaded from {url})")
 

@@ -17,8 +17,24 @@ before training, then each epoch start_epoch(epoch, run), train_step(run, x, y, 
 batch, and after the epoch epoch_columns() and eval_models(). `run` is the engine's
 RunState (utils/state.py): the model, its optimiser, the noisy labels, the loaders.
 docs/EXTENDING.md walks through a complete example.
+
+The contract, checked when a run starts, before anything is written (Method.check_contract;
+a breach is an error naming the method, the rule and the fix):
+- `name` is a string; `tag` a non-empty string that can be part of a folder name (no "/");
+  `label` a string; `is_ce()` returns True or False;
+- `knobs` is a dict {flag: baseline value}; every knob is a flag of the run and an
+  attribute of the same name on the instance, holding a number (the base class reads
+  getattr(self, knob) for summary.json, and sweeps vary the flag);
+- the method defines loss() or train_step(), and every hook it overrides takes the
+  arguments the engine passes (as in the defaults below);
+- epoch_columns() and eval_models() return dicts (checked each epoch).
+Whatever a hook raises while a run trains marks the run failed (summary.json), with the
+traceback in the run folder's error.log; --if_exists auto continues it.
 """
 import functools
+import inspect
+import numbers
+import os
 
 from core.plugins import discover
 from errors import UserError
@@ -117,6 +133,66 @@ class Method:
 
     def load_state_dict(self, state):
         pass
+
+    # ------------------------------------------------------------ the contract
+
+    @classmethod
+    def hooks(cls):
+        """{hook: its arguments}: the methods of this base class that the engine calls, with the
+        arguments it passes (read from the defaults' signatures, so they stay in step)."""
+        found = {}
+        for hook, function in vars(Method).items():
+            if inspect.isfunction(function) and not hook.startswith("_") and hook != "check_contract":
+                found[hook] = tuple(list(inspect.signature(function).parameters)[1:])
+        return found
+
+    def check_contract(self, cfg=None):
+        """Refuse, with a UserError naming the method, the rule and the fix, a method that
+        breaks what the engine relies on (the module's docstring lists it). `cfg`: the run's
+        flags, of which every knob must be one."""
+        kind = type(self)
+        who = f"method {self.name!r} ({kind.__module__}.{kind.__name__})"
+
+        def refuse(rule, fix):
+            raise UserError(f"{who}: {rule}: {fix} (the rules: methods/__init__.py, docs/EXTENDING.md)")
+
+        if not isinstance(self.name, str) or not self.name:
+            refuse(f"name is {self.name!r}", "set name to the --method name, a string")
+        for hook, args in Method.hooks().items():
+            function = getattr(self, hook, None)
+            if not callable(function):
+                refuse(f"{hook} is {function!r}, not a method", f"define {hook}(self{''.join(', ' + a for a in args)})")
+            try:
+                inspect.signature(function).bind(*args)
+            except TypeError:
+                refuse(f"{hook}{inspect.signature(function)} cannot take the engine's arguments",
+                       f"define it as {hook}(self{''.join(', ' + a for a in args)})")
+            except ValueError:  # no signature to read (a builtin): nothing to check
+                pass
+        if kind.loss is Method.loss and kind.train_step is Method.train_step:
+            refuse("it defines neither loss() nor train_step()", "define one of them")
+        if not isinstance(self.tag, str) or not self.tag or os.sep in self.tag or "\0" in self.tag:
+            refuse(f"tag is {self.tag!r}", "set self.tag (in __init__, from the flags) to a non-empty string "
+                                           "without '/': it names the run folder")
+        if not isinstance(getattr(self, "title", None), (str, type(None))):
+            refuse(f"title is {self.title!r}", "set title to a readable name, a string (or leave it None)")
+        if not isinstance(self.label, str):
+            refuse(f"label is {self.label!r}, not a string", "return a readable name from label")
+        if not isinstance(self.knobs, dict):
+            refuse(f"knobs is a {type(self.knobs).__name__}", "set knobs = {flag: baseline value}")
+        for knob, baseline in self.knobs.items():
+            if cfg is not None and not hasattr(cfg, knob):
+                refuse(f"knob {knob!r} is no flag of the run", f"name each knob after the flag it is "
+                       f"(add --{knob} in add_flags, or rename the knob)")
+            if not hasattr(self, knob):
+                refuse(f"knob {knob!r} is no attribute of the instance (the base class reads "
+                       f"getattr(self, {knob!r}))", f"store the flag's value as self.{knob} in __init__")
+            for what, value in (("value", getattr(self, knob)), ("baseline value", baseline)):
+                if not isinstance(value, numbers.Real):
+                    refuse(f"knob {knob!r} has the {what} {value!r}, not a number", "knobs hold numbers")
+        ce = self.is_ce()
+        if not isinstance(ce, bool):
+            refuse(f"is_ce() returned {ce!r}, not True or False", "return a bool")
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, read_csv, read_json, run_cli, run_in_process
-from errors import UserError
+from errors import RunFailed, UserError
 from utils.results import RunFolder
 
 
@@ -167,8 +167,9 @@ def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypa
                 raise OSError("disk full (simulated)")
         real_replace(src, dst)
     monkeypatch.setattr(results.os, "replace", crash_on_second_last_pt)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(RunFailed, match="simulated") as err:  # the OSError, told in one line
         run_in_process("main_GLS_direct_train", argv)
+    assert isinstance(err.value.__cause__, OSError)
     monkeypatch.setattr(results.os, "replace", real_replace)
     (folder,) = [os.path.join(tmp_path, "main_GLS_direct_train", d)
                  for d in os.listdir(tmp_path / "main_GLS_direct_train")]

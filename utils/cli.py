@@ -54,8 +54,10 @@ class Preset:
     def parse(self, argv=None):
         """(cfg, method class): the checked flags of this script."""
         method_cls = get_method(self.method)
-        cfg = self.parser(method_cls).parse_args(argv)
+        parser = self.parser(method_cls)
+        cfg = parser.parse_args(argv)
         validate(cfg, self, method_cls)
+        refuse_unused_flags(cfg, parser.get_default)
         return cfg, method_cls
 
 
@@ -257,7 +259,8 @@ def check_file_flag(flag, path, missing_ok=False):
         return
     if path is not None and not os.path.isfile(path):
         what = ("a folder, not a file" if os.path.isdir(path) else
-                "not a regular file" if os.path.exists(path) else "no such file")
+                "not a regular file" if os.path.exists(path) else
+                f"a symbolic link to nothing ({os.readlink(path)})" if os.path.islink(path) else "no such file")
         raise UserError(f"{flag} {path}: {what}; pass the path of an existing file")
 
 
@@ -332,6 +335,36 @@ def validate(cfg, preset, method_cls):
     method_cls.check_flags(cfg)
     if preset.family == "sln":
         validate_sln_family(cfg, spec)
+
+
+def refuse_unused_flags(cfg, default):
+    """A flag that only some runs read (a data set's or a noise type's own, a rate or a factor
+    of a plan this run lacks), set away from its default on a run that does not read it, is
+    refused: no flag is accepted and then dropped. `default(dest)`: the parser's default."""
+    from data import flags_of_others, noise_type
+
+    def changed(dest):
+        return getattr(cfg, dest) != default(dest)
+
+    for dest, (kind, name) in flags_of_others(cfg).items():
+        if changed(dest):
+            raise UserError(f"--{dest} is a flag of the {kind} {name}, and this run (--dataset {cfg.dataset}, "
+                            f"noise type {cfg.noise_type}) does not read it: drop it")
+    noise = noise_type(cfg.noise_type)
+    require([
+        (noise.uses_rate or not changed("noise_rate"),
+         f"noise type {noise.name} has no rate, so --noise_rate {cfg.noise_rate:g} would do nothing: drop it"),
+        (cfg.lr_milestones or not changed("lr_gamma"),
+         f"--lr_gamma {cfg.lr_gamma:g} multiplies the lr at --lr_milestones, and this run has none (a "
+         "constant lr): drop it, or give the milestones"),
+        (not cfg.noise_file or not changed("noise_seed"),
+         f"--noise_seed {cfg.noise_seed} seeds drawn labels, and --noise_file gives them: drop one"),
+        (cfg.noise_path is None or noise.group.startswith("CIFAR-N"),
+         f"--noise_path names a CIFAR-N label file, and noise type {noise.name} reads none: drop it"),
+        (not hasattr(cfg, "gpu_id") or not changed("gpu_id") or cfg.device == "auto",
+         f"--gpu_id {getattr(cfg, 'gpu_id', 0)} picks the CUDA device when --device is auto, and --device "
+         f"{cfg.device} decides here: drop one"),
+    ])
 
 
 def validate_sln_family(cfg, spec):

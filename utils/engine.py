@@ -20,18 +20,20 @@ import math
 import os
 import re
 import signal
+import sys
 import time
+import traceback
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from core.device import cpu_fallback_warning, device_name, pick_device, seed_everything, speed_settings
-from core.files import RESTART, read_json_file, warn
+from core.files import RESTART, atomic_write_text, file_error, read_json_file, warn
 from data import dataset_spec, declared_in, hold_out_validation, prepare_data
 from data.download import no_downloads
 from data.noise import transition_matrix
-from errors import UserError
+from errors import RunFailed, UserError
 from methods import methods as method_registry
 from models import build_model
 
@@ -54,6 +56,7 @@ def run(cfg, script, method, init_from=None, comparable=None):
     `init_from`: a checkpoint path, or a function returning one, to start the weights from
     (called only when the run has to train); `comparable`: the settings that pair it with
     a CE run of another script (utils.cli.comparable_settings), recorded in summary.json."""
+    method.check_contract(cfg)  # a method that breaks the base class's rules stops here, naming the rule
     config = dict(vars(cfg))
     path = run_dir(config, script, method.tag)
     if cfg.print_run_dir:
@@ -62,12 +65,15 @@ def run(cfg, script, method, init_from=None, comparable=None):
     with SignalGuard() as guard, claim_run_folder(path, cfg.if_exists, cfg.retry_diverged) as (folder, action):
         if action in ("finished", "diverged"):
             return keep_result(cfg, script, method, folder, action)
-        state = prepare(cfg, config, script, method, folder, action, init_from)
-        state.comparable = comparable
-        guard.defer()  # from here on a signal stops the run between steps, after it saved
-        begin(state, folder, action)
-        print_banner(state, action)
-        return train(state, folder, guard)
+        with RunRecord(folder, action, config, script, method) as record:
+            state = prepare(cfg, config, script, method, folder, action, init_from)
+            state.comparable = comparable
+            record.start(state)
+            guard.defer()  # from here on a signal stops the run between steps, after it saved
+            record.written = True  # from here on the folder changes: whatever stops the run is recorded
+            begin(state, folder, action)
+            print_banner(state, action)
+            return train(state, folder, guard, record)
 
 
 # ---------------------------------------------------------------- claim: a run already there
@@ -254,6 +260,8 @@ def noise_report(data, noisy, provenance, noise):
 def begin(run, folder, action):
     """Only now, with flags, data, labels and checkpoints checked, is the folder written."""
     if action == "resume":
+        if os.path.lexists(folder.file("error.log")):  # of the failure this run continues after
+            os.remove(folder.file("error.log"))
         summary = folder.read_json_or_none("summary.json") or {}
         run.kept_stale_log = summary.get("kept_stale", [])
         if run.kept_stale:
@@ -298,113 +306,83 @@ def print_banner(run, action):
 
 # ---------------------------------------------------------------- train
 
-def train(run, folder, guard):
-    """The epoch loop of a prepared run, writing its folder as it goes."""
+def train(run, folder, guard, record):
+    """The epoch loop of a prepared run, writing its folder as it goes (summary.json through
+    `record`, which also marks the run failed when anything raises)."""
     cfg, method = run.cfg, run.method
-    summary = {"status": "running", "script": run.script, "run_dir": folder.path, "method": method.tag,
-               "method_name": method.name,
-               "method_title": method.title or method.name, "label": method.label, "knobs": method.knob_values(),
-               "knob_baselines": {k: method.knobs[k] for k in method.knob_values()}, "is_ce": method.is_ce(),
-               "comparable": run.comparable,
-               "dataset": cfg.dataset, "noise_type": cfg.noise_type, "noise_rate": cfg.noise_rate,
-               "model": cfg.model, "seed": cfg.seed, "n_epoch": cfg.n_epoch,
-               "actual_noise_rate": run.noise_report["actual_noise_rate"], "device": device_name(run.device),
-               "precision": run.precision, "deterministic": cfg.deterministic,
-               "torch_version": torch.__version__, "init_from": run.init_from}
-
-    def write_summary(status, **extra):
-        summary.update(summarize_rows(run.rows), status=status, epochs_completed=run.epoch,
-                       wall_time_s=round(run.wall_time_s, 3),
-                       initial_test_acc=(run.initial or {}).get("test_acc"), **extra)
-        if run.kept_stale_log:
-            summary["kept_stale"] = run.kept_stale_log
-        if run.per_class.get("best"):  # None when resumed from a checkpoint that predates it
-            summary["per_class"] = run.per_class
-        summary["config"], summary["made_by"] = run.config, run.made_by
-        folder.write_json("summary.json", summary)
-
-    write_summary("running")
+    record.write("running")
     bound = cfg.loss_bound if cfg.loss_bound > 0 else math.inf
     board = TensorBoardLog(folder.file("tensorboard"), run.epoch, run.rows) if cfg.tensorboard else None
-    try:
-        for epoch in range(run.epoch, cfg.n_epoch):
-            started = time.time()
-            lr = lr_at(epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch, cfg.cosine_lr_min)
-            for net in run.networks.values():
-                for group in net.optimizer.param_groups:
-                    group["lr"] = lr
-            # set_epoch first: on Clothing1M it picks the epoch's subset, which label
-            # correction (start_epoch) predicts over.
-            run.train_loader.set_epoch(epoch)
-            run.train_aug_loader.set_epoch(epoch)
-            if cfg.compile and epoch == run.epoch:
-                x, y, _ = next(iter(run.train_loader))  # the batch the epoch starts with
+    with board or contextlib.nullcontext():
+        try:
+            for epoch in range(run.epoch, cfg.n_epoch):
+                started, record.epoch = time.time(), epoch + 1
+                lr = lr_at(epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch, cfg.cosine_lr_min)
                 for net in run.networks.values():
-                    check_compiled(net.model, net.forward, run.autocast, run.precision, x, y)
-            method.start_epoch(epoch, run)
-            stats = EpochStats(run.device, run.true_labels, bound)
-            if not train_one_epoch(run, stats, epoch + 1, guard, cfg.print_freq,
-                                   desc=f"epoch {epoch + 1}/{cfg.n_epoch}"):
-                break
-            confusion = torch.zeros(run.num_classes, run.num_classes, dtype=torch.int64, device=run.device)
-            row = {"epoch": epoch + 1, "lr": lr, **stats.row(), **method.epoch_columns(),
-                   **evaluate_all(run, confusion)}
-            if run.train_probs_sum is not None:
-                logits, _ = run.predict(run.model)
-                run.train_probs_sum += torch.softmax(logits.double(), dim=1).cpu()
-            row["epoch_time_s"] = round(time.time() - started, 3)
-            run.rows.append(row)
-            run.record_per_class(per_class_record(epoch + 1, confusion, stats.per_class()))
-            run.epoch = epoch + 1
-            run.wall_time_s += time.time() - started
-            print(format_row(run.rows, cfg.n_epoch), flush=True)
-            save_epoch(run, folder)
-            if board:
-                board.add(row)
-            write_summary("running")
-    except Diverged as d:
-        write_summary("diverged", diverged_epoch=d.epoch, diverged_step=d.step, diverged_loss=d.loss)
-        what = "non-finite" if not math.isfinite(d.loss) else f"{d.loss:.4g}, beyond --loss_bound {cfg.loss_bound:g}"
-        hint = method.divergence_hint(run.script)
-        kept = (f"The checkpoint of epoch {run.epoch}, the last good one, is kept." if run.epoch
-                else "No epoch completed, so there is no checkpoint.")
-        print(f"error: the loss diverged at epoch {d.epoch}, step {d.step}: the batch loss was {what}. "
-              f"{hint + ' ' if hint else ''}{kept}")
-        print(result_line(summarize_rows(run.rows)))
-        print(f"results: {os.path.abspath(folder.path)}")
-        return EXIT_DIVERGED
-    except RuntimeError as exc:
-        operation = nondeterministic_operation(exc) if cfg.deterministic else None
-        if guard.signum is None and operation:
-            write_summary("failed", error=str(exc).splitlines()[0])
-            raise UserError(f"--deterministic: {operation} has no deterministic implementation on "
-                            f"{device_name(run.device)}, so the run stopped at epoch {run.epoch + 1}. Train "
-                            "without --deterministic, or on a device where it has one") from None
-        if guard.signum is None:
-            write_summary("failed", error=f"{exc.__class__.__name__}: {exc}")
-            raise
-    except Exception as exc:
-        if guard.signum is None:
-            write_summary("failed", error=f"{exc.__class__.__name__}: {exc}")
-            raise
-        # The signal that stops the run reached the whole process group: a DataLoader
-        # worker it caught while starting (before it ignores such signals) ends the epoch
-        # with an error. The run stops as interrupted after its last complete epoch.
-    except BaseException as exc:
-        write_summary("failed", error=f"{exc.__class__.__name__}: {exc}")
-        raise
-    finally:
-        if board:
-            board.close()
+                    for group in net.optimizer.param_groups:
+                        group["lr"] = lr
+                # set_epoch first: on Clothing1M it picks the epoch's subset, which label
+                # correction (start_epoch) predicts over.
+                run.train_loader.set_epoch(epoch)
+                run.train_aug_loader.set_epoch(epoch)
+                if cfg.compile and epoch == run.epoch:
+                    x, y, _ = next(iter(run.train_loader))  # the batch the epoch starts with
+                    for net in run.networks.values():
+                        check_compiled(net.model, net.forward, run.autocast, run.precision, x, y)
+                method.start_epoch(epoch, run)
+                stats = EpochStats(run.device, run.true_labels, bound)
+                if not train_one_epoch(run, stats, epoch + 1, guard, cfg.print_freq,
+                                       desc=f"epoch {epoch + 1}/{cfg.n_epoch}"):
+                    break
+                confusion = torch.zeros(run.num_classes, run.num_classes, dtype=torch.int64, device=run.device)
+                row = {"epoch": epoch + 1, "lr": lr, **stats.row(),
+                       **hook_result(method, "epoch_columns", method.epoch_columns(), dict),
+                       **evaluate_all(run, confusion)}
+                if run.train_probs_sum is not None:
+                    logits, _ = run.predict(run.model)
+                    run.train_probs_sum += torch.softmax(logits.double(), dim=1).cpu()
+                row["epoch_time_s"] = round(time.time() - started, 3)
+                run.rows.append(row)
+                run.record_per_class(per_class_record(epoch + 1, confusion, stats.per_class()))
+                run.epoch = epoch + 1
+                run.wall_time_s += time.time() - started
+                print(format_row(run.rows, cfg.n_epoch), flush=True)
+                save_epoch(run, folder)
+                if board:
+                    board.add(row)
+                record.write("running")
+        except Diverged as d:
+            record.write("diverged", diverged_epoch=d.epoch, diverged_step=d.step, diverged_loss=d.loss)
+            what = "non-finite" if not math.isfinite(d.loss) else f"{d.loss:.4g}, beyond --loss_bound {cfg.loss_bound:g}"
+            hint = method.divergence_hint(run.script)
+            kept = (f"The checkpoint of epoch {run.epoch}, the last good one, is kept." if run.epoch
+                    else "No epoch completed, so there is no checkpoint.")
+            print(f"error: the loss diverged at epoch {d.epoch}, step {d.step}: the batch loss was {what}. "
+                  f"{hint + ' ' if hint else ''}{kept}")
+            print(result_line(summarize_rows(run.rows)))
+            print(f"results: {os.path.abspath(folder.path)}")
+            return EXIT_DIVERGED
+        except Exception as exc:
+            if guard.signum is None:
+                operation = nondeterministic_operation(exc) if cfg.deterministic else None
+                if operation:
+                    record.write("failed", error=str(exc).splitlines()[0])
+                    raise UserError(f"--deterministic: {operation} has no deterministic implementation on "
+                                    f"{device_name(run.device)}, so the run stopped at epoch {run.epoch + 1}. "
+                                    "Train without --deterministic, or on a device where it has one") from None
+                raise  # RunRecord marks the run failed
+            # The signal that stops the run reached the whole process group: a DataLoader
+            # worker it caught while starting (before it ignores such signals) ends the epoch
+            # with an error. The run stops as interrupted after its last complete epoch.
     if guard.signum is not None:
-        write_summary("interrupted")
+        record.write("interrupted")
         print(f"interrupted (signal {guard.signum}) after {run.epoch} complete epochs; "
               "continue with the same command and --if_exists auto (or --resume)")
         print(result_line(summarize_rows(run.rows)))
         print(f"results: {os.path.abspath(folder.path)}")
         return EXIT_SIGNAL[guard.signum]
     collapse = collapsed(run)
-    write_summary("finished", **collapse)
+    record.write("finished", **collapse)
     if collapse["collapsed"]:
         print(f"warning: the run collapsed: its last test accuracy, {run.rows[-1]['test_acc']:.2f}%, is "
               f"near chance ({collapse['chance_acc']:.2f}%, the largest test class). "
@@ -412,6 +390,135 @@ def train(run, folder, guard):
     print(result_line(summarize_rows(run.rows)))
     print(f"results: {os.path.abspath(folder.path)}")
     return 0
+
+
+class RunRecord:
+    """summary.json of a run, from the moment its folder is claimed to the end of the run, and
+    the failure recorder around all of it (run() reads top to bottom inside it).
+
+    An exception that escapes (a bug in any hook of a method, a file or folder the run cannot
+    write, anything after the run's first file was written) marks the run `failed`: summary.json
+    gets the error, error.log the traceback, and the exception becomes one line, RunFailed
+    (exit 1: the error, where in the code it was raised, and what to do next), or the UserError it
+    was (exit 2). `--if_exists auto` then continues the run from its last checkpoint, or starts
+    it again. Before the folder is written: a refusal (UserError) or a signal leaves it as it
+    was; a crash marks an unfinished run failed (a new one gets a summary.json that says so),
+    and leaves a finished or diverged result untouched.
+    """
+
+    def __init__(self, folder, action, config, script, method):
+        self.folder, self.action, self.run, self.written, self.failed = folder, action, None, False, False
+        self.epoch = None  # the epoch being trained (1-based), for the message
+        earlier = folder.read_json_or_none("summary.json") if action != "start" else None
+        self.kept_result = (earlier or {}).get("status") in ("finished", "diverged")
+        self.summary = {**(earlier or {}), "script": script, "run_dir": folder.path, "method": method.tag,
+                        "method_name": method.name, "config": config}
+
+    def start(self, run):
+        """The summary's header, from the prepared run."""
+        cfg, method = run.cfg, run.method
+        self.run = run
+        self.summary = {
+            "status": "running", "script": run.script, "run_dir": self.folder.path, "method": method.tag,
+            "method_name": method.name, "method_title": method.title or method.name, "label": method.label,
+            "knobs": method.knob_values(),
+            "knob_baselines": {k: method.knobs[k] for k in method.knob_values()}, "is_ce": method.is_ce(),
+            "comparable": run.comparable,
+            "dataset": cfg.dataset, "noise_type": cfg.noise_type, "noise_rate": cfg.noise_rate,
+            "model": cfg.model, "seed": cfg.seed, "n_epoch": cfg.n_epoch,
+            "actual_noise_rate": run.noise_report["actual_noise_rate"], "device": device_name(run.device),
+            "precision": run.precision, "deterministic": cfg.deterministic,
+            "torch_version": torch.__version__, "init_from": run.init_from}
+
+    def write(self, status, **extra):
+        run, summary = self.run, self.summary
+        if run is not None:
+            summary.update(summarize_rows(run.rows), epochs_completed=run.epoch,
+                           wall_time_s=round(run.wall_time_s, 3),
+                           initial_test_acc=(run.initial or {}).get("test_acc"))
+            if run.kept_stale_log:
+                summary["kept_stale"] = run.kept_stale_log
+            if run.per_class.get("best"):  # None when resumed from a checkpoint that predates it
+                summary["per_class"] = run.per_class
+            summary["config"], summary["made_by"] = run.config, run.made_by
+        summary.update(status=status, **extra)
+        self.failed = status == "failed"
+        self.folder.write_json("summary.json", summary)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None:
+            return False
+        if not self.written and isinstance(exc, (UserError, KeyboardInterrupt, SystemExit)):
+            return False  # a refusal or a signal before the first file: nothing was written
+        if not self.written and self.kept_result:  # a crash never replaces a result
+            if not isinstance(exc, Exception):
+                return False
+            raise RunFailed(self.failure_message(exc, tb, record=False)) from exc
+        if isinstance(exc, UserError) and not isinstance(exc, RunFailed):
+            self.record_failure(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return False  # the message already names the problem and the fix
+        if not isinstance(exc, Exception):  # a signal out of the loop's reach: marked, then as it was
+            self.record_failure(f"{kind.__name__}: {exc}")
+            return False
+        raise RunFailed(self.failure_message(exc, tb)) from exc
+
+    def record_failure(self, error, traceback_text=None):
+        """status failed with `error` (unless the run recorded its failure itself) and the traceback
+        in error.log; '' or what kept them from being written."""
+        problems = []
+        if traceback_text is not None:
+            try:
+                atomic_write_text(self.folder.file("error.log"), traceback_text)
+            except OSError as exc:
+                problems.append(f"error.log: {exc.strerror or exc}")
+        if not self.failed:
+            try:
+                self.write("failed", error=error)
+            except Exception as exc:  # a full disk, or what broke the summary in the first place
+                problems.append(f"summary.json: {getattr(exc, 'strerror', None) or exc}")
+        return "; ".join(problems)
+
+    def failure_message(self, exc, tb, record=True):
+        """One line: what failed, when, where in the code, and the way on."""
+        run = self.run
+        when = (f"in epoch {self.epoch}" if self.epoch else f"before epoch {run.epoch + 1}" if self.written
+                else "before training started")
+        if isinstance(exc, OSError):
+            what = file_error(exc, self.folder.path)
+        else:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        head = f"{what}{code_location(tb)}: the run {self.folder.path} stopped {when}"
+        if not record:
+            return f"{head}; the {self.summary.get('status')} result in its folder is untouched. Fix the cause, then rerun"
+        problem = self.record_failure(what, "".join(traceback.format_exception(type(exc), exc, tb)))
+        kept = ("its summary.json says failed and error.log holds the traceback" if not problem
+                else f"this could not be recorded in the run folder ({problem})")
+        return f"{head}; {kept}. Fix the cause, then rerun the same command with --if_exists auto"
+
+
+def code_location(tb):
+    """' (at methods/gce.py:57, in epoch_columns)': the innermost frame outside Python and the
+    installed libraries: the method's code, or the engine's."""
+    installed = tuple(os.path.join(p, "") for p in {sys.prefix, sys.base_prefix, sys.exec_prefix})
+    frames = [f for f in traceback.extract_tb(tb)
+              if not f.filename.startswith("<") and not os.path.abspath(f.filename).startswith(installed)]
+    if not frames:
+        return ""
+    frame, path = frames[-1], os.path.abspath(frames[-1].filename)
+    shown = os.path.relpath(path, ident.ROOT) if path.startswith(os.path.join(ident.ROOT, "")) else path
+    return f" (at {shown}:{frame.lineno}, in {frame.name})"
+
+
+def hook_result(method, hook, value, kind):
+    """A hook's result, checked against what the engine uses it as."""
+    if not isinstance(value, kind):
+        raise UserError(f"method {method.name}: {hook}() returned a {type(value).__name__}, not a "
+                        f"{kind.__name__}: see the Method base class (methods/__init__.py)")
+    return value
 
 
 def train_one_epoch(run, stats, epoch, guard, check_every, desc=""):
@@ -434,8 +541,9 @@ def evaluate_all(run, test_confusion=None):
     """{'test_acc': .., 'test_ece': .., 'test_acc_ema': ..} for the main model, the networks a
     method added and the method's extra models; the main model's test predictions are
     counted into `test_confusion` when given (evaluate)."""
+    extra = hook_result(run.method, "eval_models", run.method.eval_models(), dict)
     models = {"": run.model, **{f"_{k}": n.model for k, n in run.networks.items() if k},
-              **{f"_{k}": m for k, m in run.method.eval_models().items()}}
+              **{f"_{k}": m for k, m in extra.items()}}
     columns = {}
     for suffix, model in models.items():
         for split, loader in run.eval_splits.items():

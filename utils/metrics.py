@@ -3,6 +3,8 @@ evaluation of a model (accuracy, loss, confidence, ECE, confusion matrix), summa
 best and last values and per-class results, and the TensorBoard copy of metrics.csv.
 Everything accumulates on the device; one host sync per epoch or evaluation.
 """
+import contextlib
+import functools
 import math
 import os
 
@@ -10,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from core.args import format_duration
+from core.files import file_error
 from errors import UserError
 
 ECE_BINS = 15
@@ -246,7 +249,8 @@ def check_tensorboard():
 
 class TensorBoardLog:
     """--tensorboard: each metrics.csv row as scalars named as its columns, at step = epoch,
-    in event files of `path` (<run folder>/tensorboard).
+    in event files of `path` (<run folder>/tensorboard). A context manager: the writer is
+    closed when the run ends, however it ends.
 
     `resumed_after`: the epoch of the checkpoint a resumed run continues from. Epochs after
     it may already have events, written before an interruption that came ahead of their
@@ -254,23 +258,73 @@ class TensorBoardLog:
     (SummaryWriter's purge_step) makes TensorBoard's reader drop the older ones, so each
     step has one value. A resumed run that wrote no events before (--tensorboard turned on
     at the resume) first writes the rows it carries.
+
+    A folder that cannot be written (read-only, a link to nothing, a file in its place) is a
+    UserError naming it, whenever it shows: SummaryWriter writes from a thread of its own,
+    whose error is raised at the next add or flush; the thread's own report (a traceback
+    on stderr) is left out.
     """
 
     def __init__(self, path, resumed_after=0, rows=()):
+        self.path, self.resumed_after, self.rows, self.writer = path, resumed_after, rows, None
+
+    def __enter__(self):
         from torch.utils.tensorboard import SummaryWriter
 
-        earlier = os.path.isdir(path) and any(n.startswith("events.") for n in os.listdir(path))
-        purge = resumed_after + 1 if resumed_after and earlier else None
-        self.writer = SummaryWriter(path, purge_step=purge)
-        if not earlier:
-            for row in rows:
+        quiet_writer_threads()
+        with self.naming_errors():
+            earlier = os.path.isdir(self.path) and any(n.startswith("events.") for n in os.listdir(self.path))
+            purge = self.resumed_after + 1 if self.resumed_after and earlier else None
+            self.writer = SummaryWriter(self.path, purge_step=purge)
+        try:
+            for row in () if earlier else self.rows:
                 self.add(row)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
 
     def add(self, row):
-        for name, value in row.items():
-            if name != "epoch" and value is not None:
-                self.writer.add_scalar(name, value, global_step=row["epoch"])
-        self.writer.flush()  # on disk with the epoch's metrics.csv row, whatever ends the run
+        with self.naming_errors():
+            for name, value in row.items():
+                if name != "epoch" and value is not None:
+                    self.writer.add_scalar(name, value, global_step=row["epoch"])
+            self.writer.flush()  # on disk with the epoch's metrics.csv row, whatever ends the run
 
-    def close(self):
-        self.writer.close()
+    def __exit__(self, kind, exc, tb):
+        if self.writer is None:
+            return False
+        try:
+            with self.naming_errors():
+                self.writer.close()
+        except UserError:
+            if exc is None:  # else the run's own error is the one to report
+                raise
+        return False
+
+    @contextlib.contextmanager
+    def naming_errors(self):
+        try:
+            yield
+        except OSError as exc:
+            if not exc.filename:
+                exc.filename = self.path
+            folder = os.path.dirname(os.path.abspath(self.path))
+            raise UserError(f"--tensorboard: its event files cannot be written: {file_error(exc, folder)}; "
+                            "then rerun the same command with --if_exists auto (or without --tensorboard)") from None
+
+
+@functools.lru_cache(maxsize=None)
+def quiet_writer_threads():
+    """Leave out the report of a TensorBoard writer thread that died: the writer raises its
+    error again in the thread that uses it (TensorBoardLog names it there)."""
+    import threading
+
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+
+    def hook(args):
+        if not isinstance(args.thread, _AsyncWriterThread):
+            previous(args)
+    threading.excepthook = hook

@@ -11,6 +11,7 @@
     last.pt, best.pt   checkpoints (with what identifies the run's noisy labels and model)
     train_probs.npy    with --record_train_probs: the mean train-set softmax over the epochs
     tensorboard/       with --tensorboard: the metrics as TensorBoard event files
+    error.log          the traceback of the error that stopped a failed run
     .lock              held (flock) by the one process that trains into the folder
 The name is a pure function of the script and the config (the hash covers every
 argument that can change the result), so sweeps can find a run without running it.
@@ -35,8 +36,8 @@ LOCK_FILE = ".lock"
 # What a run writes, and all that an overwrite deletes: anything else in the folder (another
 # run's folder under a --result_dir inside this one, a user's notes) is left alone.
 RESULT_FILES = ("config.json", "noisy_labels.npy", "noise.json", "metrics.csv", "summary.json",
-                "last.pt", "best.pt", "best_val_loss.pt", "train_probs.npy", "val_index.npy", "open_set_index.npy",
-                "open_set_source.npy")
+                "last.pt", "best.pt", "best_val_loss.pt", "train_probs.npy", "val_index.npy",
+                "open_set_index.npy", "open_set_source.npy", "error.log")
 RESULT_FOLDERS = ("tensorboard",)
 
 
@@ -227,7 +228,7 @@ def decide(folder, if_exists, retry_diverged):
     if status == "diverged":
         raise UserError(f"{path} holds a run that diverged (a result, kept). Pass --if_exists auto "
                         "--retry_diverged to train it again, or --if_exists overwrite")
-    return_hint = ("--if_exists auto (or --resume) continues it from its last checkpoint"
-                   if folder.has("last.pt") else "it has no checkpoint (last.pt) to continue from")
-    raise UserError(f"{path} holds an unfinished run (status: {status or 'unknown'}): {return_hint}; "
-                    "--if_exists overwrite starts it again")
+    return_hint = ("--if_exists auto (or --resume) continues it from its last checkpoint; --if_exists "
+                   "overwrite starts it again" if folder.has("last.pt") else "it has no checkpoint (last.pt) "
+                   "to continue from: --if_exists auto or --if_exists overwrite starts it again")
+    raise UserError(f"{path} holds an unfinished run (status: {status or 'unknown'}): {return_hint}")
