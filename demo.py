@@ -86,7 +86,7 @@ CURVES = ["main_warmup", "main_GLS_load", "noise_cifar_train"]  # every group of
 
 def run_sweep(command):
     print("$ python3 " + " ".join(f"'{w}'" if " " in w else w for w in command), flush=True)
-    return subprocess.run([sys.executable, *command], cwd=ROOT).returncode
+    return subprocess.run([sys.executable, os.path.join(ROOT, command[0]), *command[1:]]).returncode
 
 
 def read_table(path, keep=lambda row: True):

@@ -86,7 +86,8 @@ def build_parser(kind):
     p = Parser(prog=f"sweep.py {kind if paper or kind == 'paper' else kind + '.py'}"
                + (" NAME" if kind == "paper" else ""), description=__doc__,
                epilog="Every other flag goes to each run, e.g. --dataset cifar100 --n_epoch 50 "
-                      "--result_dir results/c100. Relative paths are relative to the repository root.")
+                      "--result_dir results/c100. Relative paths are relative to the current folder, as for "
+                      "the scripts.")
     g = p.add_argument_group("the runs")
     if kind == "gls":
         g.add_argument("--smooth_rates", default=GLS_SMOOTH_RATES, help="smooth rates; the default is the paper's")
@@ -932,7 +933,10 @@ def start(command, log, env):
                          f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', 'unset')}\n"
                          f"=== {shlex.join(command)}\n"))
         out.flush()
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+        # the script by its path in this checkout: relative paths in its flags mean the
+        # current folder, as for a script started by hand
+        script = command[1] if os.path.isabs(command[1]) else os.path.join(ROOT, command[1])
+        return subprocess.Popen([command[0], script, *command[2:]], env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=die_with_parent)
 
@@ -1162,7 +1166,7 @@ def submit_slurm(runs, opts, log_dir, name, lead):
                 "--max_requeues", str(MAX_REQUEUES if opts.max_requeues is None else opts.max_requeues)]
         return ["sbatch", "--parsable", f"--job-name={name}-{stage}",
                 f"--array=0-{n - 1}" + (f"%{opts.array_parallel}" if opts.array_parallel else ""),
-                "--requeue", "--open-mode=append", f"--signal=B:USR1@{lead}", f"--chdir={ROOT}",
+                "--requeue", "--open-mode=append", f"--signal=B:USR1@{lead}", f"--chdir={os.getcwd()}",
                 f"--output={os.path.abspath(log_dir)}/slurm-%A_%a.out", *shlex.split(opts.sbatch_args),
                 *([f"--dependency=afterany:{after}"] if after else []), "--wrap", "exec " + shlex.join(task)]
 
@@ -1205,7 +1209,6 @@ def run_task(argv):
     p.add_argument("tasks")
     p.add_argument("--max_requeues", type=natural_int, default=MAX_REQUEUES)
     args = p.parse_args(argv)
-    os.chdir(ROOT)
     index = int(os.environ["SLURM_ARRAY_TASK_ID"])
     with open(args.tasks) as f:
         task = json.loads(f.read().splitlines()[index])
@@ -1251,7 +1254,6 @@ def run_task(argv):
 def prepare(argv):
     """(options, runs, log folder, name, signal lead): the plan, every check, and the stale
     runs handled as the options say. Nothing is written or started."""
-    os.chdir(ROOT)
     opts, runs, log_dir, name = plan(argv)
     check_paths(runs)
     stale = stale_runs(runs, opts.retry_diverged)

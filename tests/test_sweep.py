@@ -730,3 +730,17 @@ def test_kill_9_of_the_sweep_leaves_no_run_training(tmp_path):
     assert training_pids(results) == []
     # They were told (SIGTERM from the kernel as their parent died) and saved.
     assert [read_json(os.path.join(d, "summary.json"))["status"] for d in run_dirs] == ["interrupted"] * 2
+
+
+def test_relative_paths_mean_the_current_folder_as_for_the_scripts(tmp_path):
+    """Started from another folder, a sweep writes its runs and logs under that folder's
+    relative --result_dir, as the script itself would."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "train.py", "--method", "gce",
+                           "--slots", "1", *FAST, "--n_epoch", "1", "--result_dir", "res"],
+                          cwd=work, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run,) = os.listdir(work / "res" / "train")
+    assert read_json(work / "res" / "train" / run / "summary.json")["status"] == "finished"
+    assert (work / "res" / "sweep_logs").is_dir() and not os.path.exists(os.path.join(ROOT, "res"))
