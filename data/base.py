@@ -13,6 +13,18 @@ from .loader import DeviceLoader
 
 
 @dataclass(frozen=True)
+class DataFile:
+    """A file or folder that a run reads, as a data set or noise type declares it in its
+    files(cfg): where the run reads it, what it is, and how to get it (the download command,
+    or the release's file). fake(cfg) writes a small stand-in there, for smoke runs
+    (sweep.py paper --smoke); None where there is none."""
+    path: str
+    what: str
+    get: str
+    fake: Optional[Callable] = None
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A data set.
 
@@ -34,6 +46,8 @@ class DatasetSpec:
     default_noise: str = "symmetric"  # the GLS scripts' noise type when none is given
     flags: Optional[Callable] = None
     check_flags: Optional[Callable] = None  # check_flags(cfg): range checks of its flags
+    files: Optional[Callable] = None  # files(cfg) -> [DataFile]: what a run reads (sweep.py's data check)
+    smoke: tuple = ()                 # ((flag, value), ...): a smoke run's small size (sweep.py paper --smoke)
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,7 @@ class NoiseType:
     check: Optional[Callable] = None
     true_labels: Optional[Callable] = None
     flags: Optional[Callable] = None
+    files: Optional[Callable] = None  # files(cfg) -> [DataFile]: the label files a run reads
 
     def true_train_labels(self, data):
         """The true class of every training image (-1: none of the data set's), or None

@@ -30,6 +30,7 @@ class Method:
     name = None          # the --method name; a subclass with a name is a method
     summary = ""         # one line for train.py --help
     knobs = {}           # {flag: value at which the method is its baseline}
+    epoch_flags = ()     # flags that count epochs (a smoke run scales them to its epochs)
 
     # ------------------------------------------------------------ declaration
 
