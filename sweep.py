@@ -1286,7 +1286,10 @@ def main(argv=None):
             return 0
         os.makedirs(log_dir, exist_ok=True)
         if opts.slurm:
-            return submit_slurm(runs, opts, log_dir, name, lead)
+            code = submit_slurm(runs, opts, log_dir, name, lead)
+            if getattr(opts, "smoke", None):
+                print(f"when the arrays have ended: python3 summarize.py {opts.smoke} --paper {opts.recipe}")
+            return code
         code = run_local(runs, opts, log_dir)
         if getattr(opts, "smoke", None):
             import summarize

@@ -159,7 +159,7 @@ def cifar_file(name, root):
 
 
 # A smoke run's stand-in: random images in the archive's format, every class equally often.
-STAND_IN_TRAIN, STAND_IN_TEST = 200, 100
+STAND_IN_TRAIN, STAND_IN_TEST = 100, 50
 
 
 def write_stand_in(name, root):

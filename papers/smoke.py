@@ -40,6 +40,19 @@ def smoke_data_root(path, data_dir):
     return os.path.join(data_dir, parts[-1] if parts else "")
 
 
+_PARSERS = {}
+
+
+def script_parser(script, words):
+    """(method name, parser) of a script for these words (train.py's depend on its --method),
+    each parser built once."""
+    preset = importlib.import_module(script).preset(list(words))
+    key = (script, preset.method)
+    if key not in _PARSERS:
+        _PARSERS[key] = preset.parser()
+    return preset.method, _PARSERS[key]
+
+
 @functools.lru_cache(maxsize=None)
 def takes_width(model):
     """Does the model take --width (resnet50 has torchvision's fixed widths)?"""
@@ -61,11 +74,10 @@ def smoke_run(paper_run, recipe, data_dir):
     from methods import get_method
 
     words = paper_run.words()
-    preset = importlib.import_module(paper_run.script).preset(words)
-    parser = preset.parser()
+    method, parser = script_parser(paper_run.script, words)
     dest = {s.lstrip("-"): a.dest for a in parser._actions for s in a.option_strings}
-    cfg, _ = preset.parse(words)
-    epoch_flags = set(get_method(preset.method).epoch_flags)
+    cfg = parser.parse_args(words)
+    epoch_flags = set(get_method(method).epoch_flags)
     epochs = cfg.n_epoch
     flags = []
     for flag, value in paper_run.flags:
@@ -112,20 +124,20 @@ def smoke_plan(recipe, words):
     data/ folder. A folder holding real runs, and the flags smoke runs set, are refused."""
     from errors import UserError
 
-    result_dir = "results/smoke"
+    result_dir, given = "results/smoke", False
     for i, word in enumerate(words):
         flag, eq, value = word.partition("=")
         if flag in ("--n_epoch", "--epochs", "--data_root", "--datapath"):
             raise UserError(f"{flag}: a smoke run sets it (every run {SMOKE_EPOCHS} epochs, on stand-in data "
                             "in its result folder's data/); drop it")
         if flag == "--result_dir":
-            result_dir = value if eq else (words[i + 1] if i + 1 < len(words) else result_dir)
+            result_dir, given = value if eq else (words[i + 1] if i + 1 < len(words) else result_dir), True
     real = real_run_in(result_dir)
     if real:
         raise UserError(f"--result_dir {result_dir} holds real runs (e.g. {real}); smoke runs go to a "
                         "folder of their own: pass another --result_dir (default results/smoke)")
     return smoke_recipe(recipe, os.path.join(result_dir, "data")), \
-        [*SMOKE_FLAGS, *words, "--result_dir", result_dir], result_dir
+        [*SMOKE_FLAGS, *words, *([] if given else ["--result_dir", result_dir])], result_dir
 
 
 def real_run_in(folder):
