@@ -193,8 +193,8 @@ def write_stand_in(path, dataset, cfg):
     rates = {"aggre_label": 0.090, "random_label1": 0.172, "random_label2": 0.181, "random_label3": 0.176,
              "worse_label": 0.402, "noisy_label": 0.402}  # the rates of this module's docstring
     labels = {"clean_label": data.train_labels}
-    for seed, (name, key) in enumerate(sorted(HUMAN_TYPES.items())):
-        if HUMAN_TYPES[name][0] == dataset and key in rates:
+    for seed, (owner, key) in enumerate(sorted(HUMAN_TYPES.values())):
+        if owner == dataset and key in rates:
             labels[key] = make_noisy_labels(data.train_labels, "symmetric", rates[key], data.num_classes, seed)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     torch.save(labels, path)
