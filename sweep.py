@@ -138,7 +138,7 @@ def build_parser(kind):
     g.add_argument("--slurm", action="store_true", help="submit job arrays instead")
     g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="write the task files and print the sbatch commands; submit nothing"
-                        + ("; without --slurm: print the runs' count and cost" if kind == "paper" else
+                        + ("; without --slurm: print the runs' count and cost," if kind == "paper" else
                            "; without --slurm: print") + " the runs with their states and the data check, "
                         "start nothing")
     g.add_argument("--sbatch_args", metavar="'OPTIONS'",
