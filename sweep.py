@@ -43,7 +43,6 @@ import subprocess
 import sys
 import time
 
-import preflight
 from core.args import Parser
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -986,6 +985,8 @@ def print_local_plan(runs, states=()):
     """--dry-run without --slurm: every run's command, in the order the sweep starts them, and
     the run it waits for; with `states` (preflight.run_states), where some run has started,
     each run's state."""
+    import preflight
+
     order = {id(run): i + 1 for i, run in enumerate(runs)}
     shown = states if any(state != "not started" for state in states) else ()
     print(f"sweep: {len(runs)} runs" + (f" ({preflight.state_counts(shown)})" if shown else ""))
@@ -1246,6 +1247,8 @@ def data_check(opts, runs):
     """The files that the runs which will train read, checked before anything starts (a
     smoke run makes its stand-in data first): a missing one stops the sweep, naming them
     all; a dry run only reports them. Returns the report (None when nothing is missing)."""
+    import preflight
+
     if getattr(opts, "smoke", None) and not opts.dry_run:
         preflight.make_stand_ins(runs)
     done = () if opts.overwrite_stale else [
@@ -1277,7 +1280,8 @@ def main(argv=None):
         if report:
             print(report, flush=True)
         if opts.dry_run and not opts.slurm:
-            print_local_plan(runs, preflight.run_states(runs, [run for run, _ in opts.stale]))
+            from preflight import run_states
+            print_local_plan(runs, run_states(runs, [run for run, _ in opts.stale]))
             if opts.stale and not (opts.keep_stale or opts.overwrite_stale):
                 print(f"a start would stop here: {stale_report(opts.stale, len(runs))}")
         if opts.dry_run and opts.missing:

@@ -70,9 +70,9 @@ class NoiseType:
     needs_clean_labels: bool = True   # False: the data set's own noisy labels (real)
     accepts_noise_file: bool = True   # --noise_file may replace its labels
     check: Optional[Callable] = None
+    files: Optional[Callable] = None  # files(cfg) -> [DataFile]: the label files a run reads
     true_labels: Optional[Callable] = None
     flags: Optional[Callable] = None
-    files: Optional[Callable] = None  # files(cfg) -> [DataFile]: the label files a run reads
 
     def true_train_labels(self, data):
         """The true class of every training image (-1: none of the data set's), or None
