@@ -1248,13 +1248,17 @@ def data_check(opts, runs):
     smoke run makes its stand-in data first): a missing one stops the sweep, naming them
     all; a dry run only reports them. Returns the report (None when nothing is missing)."""
     import preflight
+    from errors import UserError
 
-    if getattr(opts, "smoke", None) and not opts.dry_run:
-        preflight.make_stand_ins(runs)
-    done = () if opts.overwrite_stale else [
-        run for run, state in zip(runs, preflight.run_states(runs))
-        if state == "finished" or (state == "diverged" and not opts.retry_diverged)]
-    missing = preflight.missing_data(runs, done)
+    try:
+        if getattr(opts, "smoke", None) and not opts.dry_run:
+            preflight.make_stand_ins(runs)
+        done = () if opts.overwrite_stale else [
+            run for run, state in zip(runs, preflight.run_states(runs))
+            if state == "finished" or (state == "diverged" and not opts.retry_diverged)]
+        missing = preflight.missing_data(runs, done)
+    except UserError as exc:  # a data folder that cannot be read, a stand-in that cannot be made
+        raise SweepError(str(exc)) from None
     if getattr(opts, "smoke", None) and opts.dry_run:  # the smoke run makes these
         missing = {path: need for path, need in missing.items() if need[0].fake is None}
     report = preflight.missing_report(missing, len(runs)) if missing else None
