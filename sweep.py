@@ -1228,7 +1228,7 @@ def prepare(argv):
     os.chdir(ROOT)
     opts, runs, log_dir, name = plan(argv)
     check_paths(runs)
-    opts.missing, opts.stale = data_check(opts, runs), []
+    opts.missing = data_check(opts, runs)
     stale = stale_runs(runs, opts.retry_diverged)
     if stale and opts.keep_stale:
         print(f"sweep: {len(stale)} run(s) made by other code or data are kept deliberately (--keep_stale); "
