@@ -38,7 +38,19 @@ def warmup_flags(p):
 def preset(argv=None):
     from utils.cli import Preset
     return Preset("main_GLS_load", "gls", DEFAULTS, __doc__, family="gls", requires="main_warmup",
-                  init_from=find_warmup_checkpoint, extra_flags=warmup_flags)
+                  init_from=find_warmup_checkpoint, extra_flags=warmup_flags, needs=warmup_needs)
+
+
+def warmup_needs(cfg):
+    """The checkpoint --warmup_ckpt PATH names; best and last come from the warm-up run
+    that a sweep trains first (main_warmup.py, the script this one requires)."""
+    from data import DataFile
+
+    if cfg.warmup_ckpt in ("best", "last"):
+        return []
+    return [DataFile(cfg.warmup_ckpt, "the checkpoint to start from (--warmup_ckpt)",
+                     "train the warm-up with main_warmup.py and pass its best.pt, or pass --warmup_ckpt "
+                     "best to start from the warm-up the sweep trains")]
 
 
 def main(argv=None):

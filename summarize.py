@@ -1577,10 +1577,13 @@ def load_results(results_dir):
     if not os.path.isdir(results_dir):
         raise UserError(f"{results_dir} is not a folder: pass the folder the runs were "
                         "written to (their --result_dir)")
+    from papers.smoke import smoke_results
+
     runs = find_runs(results_dir)
     if not runs:
         raise UserError(f"{results_dir} holds no readable run folder (a folder with a "
                         "config.json): pass the --result_dir of your runs")
+    smoke_results(runs)  # smoke runs and real runs are never mixed
     return runs
 
 
@@ -1691,12 +1694,15 @@ def main(argv=None):
 def main_paper(args):
     """summarize.py RESULTS --paper NAME: the paper's table, printed and written."""
     from papers import get_recipe
+    from papers.smoke import smoke_recipe, smoke_results
 
     out = args.out if args.out is not None else os.path.join(args.results_dir, "paper")
     try:
         recipe = get_recipe(args.paper)
         check_out_dir(out)
         runs = load_results(args.results_dir)
+        if smoke_results(runs):
+            recipe = smoke_recipe(recipe)  # its title says so
         text, cells = write_paper(recipe, runs, out, args.parts)
     except UserError as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)

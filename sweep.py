@@ -101,6 +101,9 @@ def build_parser(kind):
                        help="--noise_mode/--noise_rate settings, e.g. 'sym:0.4 asym:0.4'")
     if kind == "paper":
         g.add_argument("--list", action="store_true", help="list the recipes: what each reproduces, its runs")
+        g.add_argument("--smoke", action="store_true",
+                       help="run every run of the recipe at a tiny size on stand-in data (its own folder, "
+                            "default results/smoke), then print summarize.py --paper's table of them")
         g.add_argument("--bench", action="append", metavar="FILE",
                        help="a bench/throughput.py --json result of your GPU, for the estimate of "
                             f"GPU-hours (default: the files {PAPER_BENCH} in the repository root); repeatable")
@@ -135,8 +138,9 @@ def build_parser(kind):
     g.add_argument("--slurm", action="store_true", help="submit job arrays instead")
     g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="write the task files and print the sbatch commands; submit nothing"
-                        + ("; without --slurm: print the runs' count and cost, start nothing"
-                           if kind == "paper" else "; without --slurm: print the runs, start nothing"))
+                        + ("; without --slurm: print the runs' count and cost," if kind == "paper" else
+                           "; without --slurm: print") + " the runs with their states and the data check, "
+                        "start nothing")
     g.add_argument("--sbatch_args", metavar="'OPTIONS'",
                    help="e.g. '-p gpu --gres=gpu:1 --cpus-per-task=4 --time=12:00:00'")
     g.add_argument("--array_parallel", type=positive_int, help="at most N tasks of an array at a time")
@@ -568,9 +572,12 @@ def plan_paper(opts, words):
     the user's. opts.paper holds (recipe, [(script, cfg, method)]) for the estimate."""
     from errors import UserError
     from papers import get_recipe
+    from papers.smoke import smoke_plan
 
     try:
         recipe = get_recipe(opts.recipe)
+        if opts.smoke:
+            recipe, words, opts.smoke = smoke_plan(recipe, words)
     except UserError as exc:
         raise SweepError(str(exc)) from None
     seeds = numbers(opts.seeds if opts.seeds is not None else recipe.seeds, "--seeds", int)
@@ -660,6 +667,8 @@ def paper_report(opts):
         raise SweepError(str(exc)) from None
     seeds = opts.seeds if opts.seeds is not None else recipe.seeds
     head = f"paper {recipe.name}: {recipe.paper}, {recipe.table}; seeds {seeds}"
+    if opts.smoke:
+        return f"{head}\n{len(planned)} runs, results in {opts.smoke}"
     return "\n".join([head] + estimate(planned, benches))
 
 
@@ -982,14 +991,18 @@ def local_slots(opts):
     return ["" if d == "cpu" else d for d in devices for _ in range(opts.runs_per_gpu or 1)]
 
 
-def print_local_plan(runs):
+def print_local_plan(runs, states=()):
     """--dry-run without --slurm: every run's command, in the order the sweep starts them, and
-    the run it waits for."""
+    the run it waits for; with `states` (preflight.run_states), where some run has started,
+    each run's state."""
+    import preflight
+
     order = {id(run): i + 1 for i, run in enumerate(runs)}
-    print(f"sweep: {len(runs)} runs")
+    shown = states if any(state != "not started" for state in states) else ()
+    print(f"sweep: {len(runs)} runs" + (f" ({preflight.state_counts(shown)})" if shown else ""))
     for i, run in enumerate(runs, 1):
         after = f"  (after run {order[id(run.after)]})" if run.after is not None and id(run.after) in order else ""
-        print(f"{i:4d}. {shlex.join(run.command[1:])}{after}")
+        print(f"{i:4d}. " + (f"[{shown[i - 1]}] " if shown else "") + f"{shlex.join(run.command[1:])}{after}")
 
 
 class Progress:
@@ -1256,6 +1269,7 @@ def prepare(argv):
     runs handled as the options say. Nothing is written or started."""
     opts, runs, log_dir, name = plan(argv)
     check_paths(runs)
+    opts.missing = data_check(opts, runs)
     stale = stale_runs(runs, opts.retry_diverged)
     if stale and opts.keep_stale:
         print(f"sweep: {len(stale)} run(s) made by other code or data are kept deliberately (--keep_stale); "
@@ -1264,9 +1278,34 @@ def prepare(argv):
         for run, _ in stale:
             run.stale_config = config_digest(run.run_dir)
         print(f"sweep: {len(stale)} run(s) made by other code or data are retrained (--overwrite_stale)", flush=True)
-    elif stale:
+    elif stale and not (opts.dry_run and not opts.slurm):
         raise SweepError(stale_report(stale, len(runs)))
+    opts.stale = stale
     return opts, runs, log_dir, name, signal_lead(opts.sbatch_args)
+
+
+def data_check(opts, runs):
+    """The files that the runs which will train read, checked before anything starts (a
+    smoke run makes its stand-in data first): a missing one stops the sweep, naming them
+    all; a dry run only reports them. Returns the report (None when nothing is missing)."""
+    import preflight
+    from errors import UserError
+
+    try:
+        if getattr(opts, "smoke", None) and not opts.dry_run:
+            preflight.make_stand_ins(runs)
+        done = () if opts.overwrite_stale else [
+            run for run, state in zip(runs, preflight.run_states(runs))
+            if state == "finished" or (state == "diverged" and not opts.retry_diverged)]
+        missing = preflight.missing_data(runs, done)
+    except UserError as exc:  # a data folder that cannot be read, a stand-in that cannot be made
+        raise SweepError(str(exc)) from None
+    if getattr(opts, "smoke", None) and opts.dry_run:  # the smoke run makes these
+        missing = {path: need for path, need in missing.items() if need[0].fake is None}
+    report = preflight.missing_report(missing, len(runs)) if missing else None
+    if report and not opts.dry_run:
+        raise SweepError(report)
+    return report
 
 
 def main(argv=None):
@@ -1290,14 +1329,26 @@ def main(argv=None):
         if report:
             print(report, flush=True)
         if opts.dry_run and not opts.slurm:
-            if not report:
-                print_local_plan(runs)
+            from preflight import run_states
+            print_local_plan(runs, run_states(runs, [run for run, _ in opts.stale]))
+            if opts.stale and not (opts.keep_stale or opts.overwrite_stale):
+                print(f"a start would stop here: {stale_report(opts.stale, len(runs))}")
+        if opts.dry_run and opts.missing:
+            print(f"a start would stop here: {opts.missing}", flush=True)
+        if opts.dry_run and not opts.slurm:
             print("dry run: nothing started, nothing written")
             return 0
         os.makedirs(log_dir, exist_ok=True)
         if opts.slurm:
-            return submit_slurm(runs, opts, log_dir, name, lead)
-        return run_local(runs, opts, log_dir)
+            code = submit_slurm(runs, opts, log_dir, name, lead)
+            if getattr(opts, "smoke", None):
+                print(f"when the arrays have ended: python3 summarize.py {opts.smoke} --paper {opts.recipe}")
+            return code
+        code = run_local(runs, opts, log_dir)
+        if getattr(opts, "smoke", None):
+            import summarize
+            code = summarize.main([opts.smoke, "--paper", opts.recipe]) or code
+        return code
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

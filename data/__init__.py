@@ -8,6 +8,7 @@ dataset_spec(name), noise_type(name)   the declarations (aliases resolved)
 load_dataset(name, root)               the data, clean labels
 prepare_data(cfg)                      (data, noisy train labels, provenance, noise type)
 check_data_flags(cfg)                  every refusal that the flags alone decide
+data_files(cfg)                        the files the run reads ([DataFile])
 """
 import functools
 import os
@@ -17,7 +18,7 @@ import numpy as np
 from core.plugins import discover
 from errors import UserError
 
-from .base import DataSet, DatasetSpec, NoiseType  # noqa: F401  (the names plug-ins use)
+from .base import DataFile, DataSet, DatasetSpec, NoiseType  # noqa: F401  (the names plug-ins use)
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,6 +130,16 @@ def check_data_flags(cfg):
                         "are the data set's own): drop one of the two")
     if noise.check is not None:
         noise.check(spec, cfg)
+
+
+def data_files(cfg):
+    """[DataFile] of what a run of these flags reads: its data set's files, then its noise
+    type's (none with --noise_file, which replaces them and is checked as a flag)."""
+    spec, noise = dataset_spec(cfg.dataset), noise_type(cfg.noise_type)
+    files = list(spec.files(cfg)) if spec.files is not None else []
+    if noise.files is not None and not cfg.noise_file:
+        files += noise.files(cfg)
+    return files
 
 
 def load_dataset(name, root="./data", cfg=None):

@@ -13,6 +13,18 @@ from .loader import DeviceLoader
 
 
 @dataclass(frozen=True)
+class DataFile:
+    """A file or folder that a run reads, as a data set or noise type declares it in its
+    files(cfg): where the run reads it, what it is, and how to get it (the download command,
+    or the release's file). fake(cfg) writes a small stand-in there, for smoke runs
+    (sweep.py paper --smoke); None where there is none."""
+    path: str
+    what: str
+    get: str
+    fake: Optional[Callable] = None
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A data set.
 
@@ -34,6 +46,8 @@ class DatasetSpec:
     default_noise: str = "symmetric"  # the GLS scripts' noise type when none is given
     flags: Optional[Callable] = None
     check_flags: Optional[Callable] = None  # check_flags(cfg): range checks of its flags
+    files: Optional[Callable] = None  # files(cfg) -> [DataFile]: what a run reads (sweep.py's data check)
+    smoke: tuple = ()                 # ((flag, value), ...): a smoke run's small size (sweep.py paper --smoke)
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,7 @@ class NoiseType:
     needs_clean_labels: bool = True   # False: the data set's own noisy labels (real)
     accepts_noise_file: bool = True   # --noise_file may replace its labels
     check: Optional[Callable] = None
+    files: Optional[Callable] = None  # files(cfg) -> [DataFile]: the label files a run reads
     true_labels: Optional[Callable] = None
     flags: Optional[Callable] = None
     matrix: Optional[Callable] = None

@@ -8,12 +8,13 @@ not the md5 of extracted files, so a user's own copy and test fixtures load.
 """
 import os
 import pickle
+import shlex
 
 import numpy as np
 
 from errors import UserError
 
-from .base import DataSet, DatasetSpec
+from .base import DataFile, DataSet, DatasetSpec
 from .download import check_download_allowed, file_md5, folders_made_for
 
 SPECS = {
@@ -140,7 +141,55 @@ def load(name, root):
     return DataSet(name, spec["num_classes"], tr_x, tr_y, te_x, te_y, spec["mean"], spec["std"])
 
 
+# ---------------------------------------------------------------- what a run reads
+
+def download_command(name, root):
+    spec = SPECS[name]
+    root = shlex.quote(os.path.abspath(root))
+    return (f"mkdir -p {root} && curl -L {spec['url']} | tar xz -C {root}  "
+            f"(the archive's md5: {spec['md5']})")
+
+
+def cifar_file(name, root):
+    """The DataFile of CIFAR `name` read from `root`: the folder found (or an archive there,
+    which a run extracts), else the folder where it goes."""
+    spec = SPECS[name]
+    archive = os.path.join(root, spec["archive"])
+    path = find_cifar_folder(name, root) or (archive if os.path.isfile(archive) else os.path.join(root, spec["folder"]))
+    return DataFile(path, f"{name}, the python-version archive extracted", download_command(name, root),
+                    fake=lambda cfg: write_stand_in(name, root))
+
+
+# A smoke run's stand-in: random images in the archive's format, every class equally often.
+STAND_IN_TRAIN, STAND_IN_TEST = 100, 50
+
+
+def write_stand_in(name, root):
+    """Write a small CIFAR folder of random images, in the format of the extracted archive,
+    under root (smoke runs: sweep.py paper --smoke)."""
+    spec = SPECS[name]
+    k = spec["num_classes"]
+    rng = np.random.default_rng(k)
+    folder = os.path.join(root, spec["folder"])
+    os.makedirs(folder, exist_ok=True)
+
+    def write(file_name, n):
+        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 spec["label_key"]: rng.permutation(np.arange(n) % k).tolist()}
+        with open(os.path.join(folder, file_name), "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+
+    for file_name in spec["train"]:
+        write(file_name, STAND_IN_TRAIN // len(spec["train"]))
+    for file_name in spec["test"]:
+        write(file_name, STAND_IN_TEST)
+    with open(os.path.join(folder, spec["meta"]), "wb") as f:
+        pickle.dump({}, f, protocol=2)
+
+
 CIFAR10 = DatasetSpec("cifar10", 10, 3, 32, lambda root, cfg: load("cifar10", root),
-                      "CIFAR-10: 50,000 + 10,000 32x32 colour images, 10 classes (downloaded to --data_root)")
+                      "CIFAR-10: 50,000 + 10,000 32x32 colour images, 10 classes (downloaded to --data_root)",
+                      files=lambda cfg: [cifar_file("cifar10", cfg.data_root)])
 CIFAR100 = DatasetSpec("cifar100", 100, 3, 32, lambda root, cfg: load("cifar100", root),
-                       "CIFAR-100: 50,000 + 10,000 32x32 colour images, 100 classes (downloaded to --data_root)")
+                       "CIFAR-100: 50,000 + 10,000 32x32 colour images, 100 classes (downloaded to --data_root)",
+                       files=lambda cfg: [cifar_file("cifar100", cfg.data_root)])

@@ -19,9 +19,9 @@ import torch
 
 from errors import UserError
 
-from .base import NoiseType
+from .base import DataFile, NoiseType
 from .download import download_file
-from .noise import check_label_range, file_provenance, generated, twin_labels
+from .noise import check_label_range, file_provenance, generated, make_noisy_labels, twin_labels
 
 REPOSITORY = "https://github.com/UCSC-REAL/cifar-10-100n"
 FILES = {
@@ -175,10 +175,35 @@ def twin(data, cfg):
                     **{f"human_{k}": v for k, v in file_provenance(path).items()}}
 
 
+def label_files(cfg):
+    """files() of a CIFAR-N type: the label file it reads (--noise_path, else in the data root)."""
+    dataset = HUMAN_TYPES[human_type_of(cfg.noise_type)][0]
+    path = cfg.noise_path or default_noise_path(dataset, cfg.data_root)
+    get = f"curl -L --create-dirs -o {os.path.abspath(path)} {download_url_of(dataset)}  (md5 {FILES[dataset]['md5']})"
+    return [DataFile(path, f"the CIFAR-N label file of {dataset}", get,
+                     fake=lambda cfg: write_stand_in(path, dataset, cfg))]
+
+
+def write_stand_in(path, dataset, cfg):
+    """A label file in the released format for the CIFAR under cfg.data_root: every key of the
+    released file, each label set symmetric noise at its published rate (smoke runs)."""
+    from data import load_dataset
+
+    data = load_dataset(dataset, cfg.data_root, cfg)
+    rates = {"aggre_label": 0.090, "random_label1": 0.172, "random_label2": 0.181, "random_label3": 0.176,
+             "worse_label": 0.402, "noisy_label": 0.402}  # the rates of this module's docstring
+    labels = {"clean_label": data.train_labels}
+    for seed, (owner, key) in enumerate(sorted(HUMAN_TYPES.values())):
+        if owner == dataset and key in rates:
+            labels[key] = make_noisy_labels(data.train_labels, "symmetric", rates[key], data.num_classes, seed)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(labels, path)
+
+
 # `clean` (the CIFAR labels themselves) is data/noise.py's; every other label set is read.
 NOISE_TYPES = [NoiseType(name, f"CIFAR-N {dataset}: {key} of the human label file", human_labels,
-                         group="CIFAR-N human labels", uses_rate=False, check=check_dataset)
+                         group="CIFAR-N human labels", uses_rate=False, check=check_dataset, files=label_files)
                for name, (dataset, key) in HUMAN_TYPES.items() if name != "clean"]
 NOISE_TYPES += [NoiseType(name, f"synthetic twin of {human_type_of(name)}: drawn from its transition "
                           "matrix, seeded by --noise_seed", twin, group="CIFAR-N synthetic twins",
-                          uses_rate=False, check=check_dataset) for name in TWIN_TYPES]
+                          uses_rate=False, check=check_dataset, files=label_files) for name in TWIN_TYPES]

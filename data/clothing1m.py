@@ -27,7 +27,7 @@ import torch
 from core.args import integer
 from errors import UserError
 
-from .base import DatasetSpec, NoiseType
+from .base import DataFile, DatasetSpec, NoiseType
 from .loader import batch_bounds
 
 CLASSES = ("T-shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker",
@@ -381,11 +381,48 @@ def load(root, cfg):
     return Clothing1M(root, cfg.image_size, cfg.num_per_class, cfg.num_workers)
 
 
+def files(cfg):
+    """The images folder and the annotation files (those found, else the released ones)."""
+    root = cfg.data_root
+    get = ("request Clothing1M from its authors (https://github.com/Cysu/noisy_label) and extract it "
+           f"under {os.path.abspath(root)}")
+    fake = lambda cfg: write_stand_in(cfg.data_root)  # noqa: E731
+    images = DataFile(os.path.join(root, "images"), "the Clothing1M images (images/<d>/<dd>/*.jpg)", get, fake)
+    try:
+        folder, layout = find_annotations(root)
+    except UserError:
+        names = sorted({f for pair in RELEASED.values() for f in pair})
+        return [images] + [DataFile(os.path.join(root, "annotations", n), "a Clothing1M annotation file "
+                                    f"(or, instead of all five, the lists {', '.join(MERGED.values())})", get, fake)
+                           for n in names]
+    names = MERGED.values() if layout == "merged" else {f for pair in RELEASED.values() for f in pair}
+    return [images] + [DataFile(os.path.join(folder, n), "a Clothing1M annotation file", get, fake)
+                       for n in sorted(names)]
+
+
+def write_stand_in(root, per_class=(3, 1, 1), size=16):
+    """A small Clothing1M folder (smoke runs): per_class random JPEGs of each class in train,
+    val and test, with the merged lists noisy_train.txt, clean_val.txt, clean_test.txt."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for (split, name), count in zip(MERGED.items(), per_class):
+        lines = []
+        for c in range(len(CLASSES)):
+            for i in range(count):
+                rel = f"images/{c}/{i:02d}/{split}_{c}_{i}.jpg"
+                os.makedirs(os.path.join(root, os.path.dirname(rel)), exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(os.path.join(root, rel))
+                lines.append(f"{rel} {c}\n")
+        with open(os.path.join(root, name), "w") as f:
+            f.writelines(lines)
+
+
 CLOTHING1M = DatasetSpec(
     "clothing1m", len(CLASSES), 3, IMAGE_SIZE, load,
     "Clothing1M: ~1M web images with real noisy labels, 14 classes; clean val and test splits",
     has_val=True, in_memory=False, clean_train_labels=False, default_noise="real", flags=flags,
-    check_flags=check_flags)
+    check_flags=check_flags, files=files, smoke=(("image_size", 32), ("num_workers", 0)))
 
 REAL = NoiseType(
     "real", "the data set's own noisy labels (Clothing1M)",

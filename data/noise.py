@@ -23,8 +23,8 @@ from scipy.stats import truncnorm
 from core.files import warn
 from errors import UserError
 
-from .base import NoiseType
-from .cifar import SPECS as CIFAR_SPECS, find_cifar_folder, load_cifar
+from .base import DataFile, NoiseType
+from .cifar import SPECS as CIFAR_SPECS, cifar_file, find_cifar_folder, load_cifar
 from .download import download_file, file_md5
 
 # pairflip (GLS "asymmetric"): each class swaps with its partner, both directions.
@@ -325,6 +325,16 @@ def replace_with_open_set(train_images, open_images, noise_rate, seed=0):
     return images, replaced, sources
 
 
+def open_set_roots(cfg):
+    """(the folders where openset noise looks for CIFAR-100, those that hold it)."""
+    root = os.path.normpath(cfg.data_root)
+    parent = os.path.dirname(root) or "."
+    candidates = [root, os.path.join(parent, "CIFAR100"), parent]
+    archive = CIFAR_SPECS["cifar100"]["archive"]
+    return candidates, [c for c in candidates
+                        if find_cifar_folder("cifar100", c) or os.path.isfile(os.path.join(c, archive))]
+
+
 def add_open_set(data, cfg):
     """Open-set noise on CIFAR-10: round(r * N) training images become CIFAR-100 training
     images, their CIFAR-10 labels kept (data.noise_arrays records which).
@@ -333,12 +343,8 @@ def add_open_set(data, cfg):
     cifar-10-batches-py and cifar-100-python), or in the sibling folder CIFAR100 (the SLN
     layout ./data/CIFAR10 and ./data/CIFAR100).
     """
-    root = os.path.normpath(cfg.data_root)
-    parent = os.path.dirname(root) or "."
-    candidates = [root, os.path.join(parent, "CIFAR100"), parent]
+    candidates, found = open_set_roots(cfg)
     archive = CIFAR_SPECS["cifar100"]["archive"]
-    found = [c for c in candidates
-             if find_cifar_folder("cifar100", c) or os.path.isfile(os.path.join(c, archive))]
     if not found:
         raise UserError(f"openset noise takes its images from CIFAR-100, not found in "
                         f"{' or '.join(candidates)}: extract {archive} "
@@ -349,6 +355,59 @@ def add_open_set(data, cfg):
     data.noise_arrays.update(open_set_index=replaced, open_set_source=sources)
 
 
+
+
+# ---------------------------------------------------------------- what a run reads
+
+def sln_release_need(cfg, noise_type, get=None):
+    """The DataFile of the SLN release's label file of this setting (get: how to make it
+    where the release shipped none)."""
+    path = sln_release_path(cfg.data_root, noise_type, cfg.noise_rate)
+    md5 = SLN_FILES.get((cfg.dataset, noise_type, float(cfg.noise_rate)))
+    if md5 is not None:
+        get = (f"curl -L --create-dirs -o {os.path.abspath(path)} {sln_release_url(cfg.dataset, noise_type, cfg.noise_rate)}  "
+               f"(md5 {md5})")
+    return DataFile(path, f"the {noise_type} {cfg.noise_rate:g} label file of the SLN release's layout", get,
+                    fake=lambda cfg: write_stand_in_labels(path, cfg))
+
+
+def write_stand_in_labels(path, cfg):
+    """A label,label_noisy CSV for the data set under cfg.data_root: symmetric noise at the
+    run's rate, drawn from --noise_seed (smoke runs: sweep.py paper --smoke)."""
+    from data import load_dataset
+
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg)
+    noisy = make_noisy_labels(data.train_labels, "symmetric", cfg.noise_rate, data.num_classes, cfg.noise_seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_noise_file(path, data.train_labels, noisy)
+
+
+def class_conditional_files(noise_type):
+    """files() of a class-conditional type: the SLN release's label file where the run reads
+    one that it would otherwise download (--noise_source release); drawn labels need none."""
+    def files(cfg):
+        shipped = (cfg.dataset, noise_type, float(cfg.noise_rate)) in SLN_FILES
+        return [sln_release_need(cfg, noise_type)] if cfg.noise_source == "release" and shipped else []
+    return files
+
+
+def dependent_files(cfg):
+    path = sln_release_path(cfg.data_root, "dependent", cfg.noise_rate)
+    make = ("make it from a network trained on clean labels: python3 main_warmup.py --dataset "
+            f"{cfg.dataset} --noise_type clean --record_train_probs --data_root {cfg.data_root}, then "
+            f"python3 -m data.idn --run RUN_DIR --noise_rate {cfg.noise_rate} --data_root {cfg.data_root} "
+            f"--out {path}")
+    return [sln_release_need(cfg, "dependent", make)]
+
+
+def open_set_files(cfg):
+    """CIFAR-100, where openset noise finds it (else where it would: beside CIFAR10, or in the root)."""
+    candidates, found = open_set_roots(cfg)
+    if found:
+        return [cifar_file("cifar100", found[0])]
+    root = candidates[1] if os.path.basename(candidates[0]) == "CIFAR10" else candidates[0]
+    need = cifar_file("cifar100", root)
+    return [DataFile(need.path, f"{need.what} (the open-set images)", need.get, need.fake)]
 
 
 # ---------------------------------------------------------------- the declarations
@@ -456,17 +515,19 @@ NOISE_TYPES = [
     NoiseType("clean", "no noise: the data set's labels", class_conditional("clean"), uses_rate=False,
               matrix=model_matrix("clean")),
     NoiseType("symmetric", "each label moves with prob r to one of the other classes, uniformly",
-              class_conditional("symmetric"), aliases=("sym",), matrix=model_matrix("symmetric")),
+              class_conditional("symmetric"), aliases=("sym",), matrix=model_matrix("symmetric"),
+              files=class_conditional_files("symmetric")),
     NoiseType("pairflip", "each class flips with prob r to its partner (9<->1, 2<->0, 4<->7, 3<->5, 6<->8)",
-              class_conditional("pairflip"), check=classes_in(10), matrix=model_matrix("pairflip")),
+              class_conditional("pairflip"), check=classes_in(10), matrix=model_matrix("pairflip"),
+              files=class_conditional_files("pairflip")),
     NoiseType("asym", "CIFAR-10: truck->automobile, bird->airplane, deer->horse, cat<->dog with prob r; "
               "CIFAR-100: c -> c+1", class_conditional("asym"), check=classes_in(10, 100),
-              matrix=model_matrix("asym")),
+              matrix=model_matrix("asym"), files=class_conditional_files("asym")),
     NoiseType("dependent", "instance-dependent (IDN) labels from a file: the SLN release's, or "
-              "python3 -m data.idn's", dependent_labels),
+              "python3 -m data.idn's", dependent_labels, files=dependent_files),
     NoiseType("instance", "part-dependent instance noise (Xia et al. 2020), seeded by --noise_seed",
               instance_labels),
     NoiseType("openset", "CIFAR-10: r of the images become CIFAR-100 images, labels kept",
               open_set_labels, accepts_noise_file=False, check=cifar10_only,
-              true_labels=open_set_true_labels),
+              true_labels=open_set_true_labels, files=open_set_files),
 ]

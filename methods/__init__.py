@@ -47,6 +47,7 @@ class Method:
     title = None         # its readable name in figure titles ("Co-teaching"); default: name
     summary = ""         # one line for train.py --help
     knobs = {}           # {flag: value at which the method is its baseline}
+    epoch_flags = ()     # flags that count epochs (a smoke run scales them to its epochs)
 
     # ------------------------------------------------------------ declaration
 

@@ -41,6 +41,7 @@ class SLN(Method):
     name = "sln"
     title = "SLN"
     summary = "stochastic label noise (sigma), its momentum model (SLN-MO) and label correction (-LC)"
+    epoch_flags = ("correction",)
     knobs = {"sigma": 0.0}
 
     def __init__(self, sigma, ema_decay=0.999, correction=-1, n_epoch=None, soft=False,

@@ -36,7 +36,9 @@ class Preset:
     method_options: keyword arguments of the method's from_config (SLN on Clothing1M mixes
     in soft predictions); requires: the script whose run must finish first (a sweep orders
     them); init_from(cfg): the checkpoint the run starts from, looked up only once the run
-    folder says the run has to train; extra_flags(parser): flags of this script alone.
+    folder says the run has to train; extra_flags(parser): flags of this script alone;
+    needs(cfg): [data.DataFile] the run reads besides its data (a checkpoint to start from),
+    checked by sweep.py before anything starts.
     """
     script: str
     method: str
@@ -47,6 +49,7 @@ class Preset:
     requires: Optional[str] = None
     init_from: Optional[Callable] = None
     extra_flags: Optional[Callable] = None
+    needs: Optional[Callable] = None
 
     def parser(self, method_cls=None):
         return build_parser(self, method_cls or get_method(self.method))
@@ -194,6 +197,9 @@ def add_engine_flags(p, d):
                         "deliberately; the decision is recorded in its summary.json")
     g.add_argument("--print_run_dir", action="store_true",
                    help="print the run folder these flags map to, and exit")
+    g.add_argument("--smoke", action="store_true",
+                   help="mark the run as a smoke run on stand-in data (sweep.py paper --smoke sets it): "
+                        "summarize.py never mixes it with real runs")
     r = p.add_argument_group("data sets and models")
     r.add_argument("--noise_path", default=None, metavar="PATH",
                    help="CIFAR-N label file for the human noise types (default: "
