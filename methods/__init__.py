@@ -30,6 +30,7 @@ class Method:
     name = None          # the --method name; a subclass with a name is a method
     summary = ""         # one line for train.py --help
     knobs = {}           # {flag: value at which the method is its baseline}
+    protocol = {}        # train.py defaults its release trains with ({"lr": 0.02, ...})
 
     # ------------------------------------------------------------ declaration
 
@@ -87,6 +88,12 @@ class Method:
     def epoch_columns(self):
         """Extra columns of this epoch's metrics.csv row, e.g. {"kept_fraction": 0.8}."""
         return {}
+
+    def evaluated_model(self, run):
+        """The model of the unsuffixed evaluation columns (and best.pt's selection) when it
+        is not the main network (DivideMix: the mean of its two networks' outputs), else
+        None; the main network's own columns then get the suffix _main."""
+        return None
 
     def eval_models(self):
         """Extra models to evaluate every epoch: {name: model}; columns get a _name suffix."""

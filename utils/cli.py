@@ -61,20 +61,26 @@ class Preset:
 
 # ---------------------------------------------------------------- the parser
 
+def protocol_defaults(preset, method_cls):
+    """The script's defaults; on train.py, with the method's own protocol over them (the
+    optimiser, plan, epochs, batch and model of its release, Method.protocol)."""
+    return {**preset.defaults, **(method_cls.protocol if preset.family is None else {})}
+
+
 def build_parser(preset, method_cls):
-    d = preset.defaults
+    d = protocol_defaults(preset, method_cls)
     p = Parser(prog=f"{preset.script}.py", description=preset.doc,
                flag_owner=functools.partial(flag_owner, method_cls))
-    add_released_flags(p, preset, method_cls)
+    add_released_flags(p, preset, method_cls, d)
     if preset.extra_flags:
         preset.extra_flags(p)
     add_engine_flags(p, d)
     return p
 
 
-def add_released_flags(p, preset, method_cls):
+def add_released_flags(p, preset, method_cls, d):
     """The released scripts' flags, in their order and spelling; train.py takes the same."""
-    d, family = preset.defaults, preset.family
+    family = preset.family
     noise_help = f"noise type; {noise_types_help()} (default: {d.get('noise_type') or 'symmetric, real on clothing1m'})"
     epochs = ("--epochs", "--n_epoch") if family == "sln" else ("--n_epoch", "--epochs")
     root = ("--datapath", "--data_root") if family == "sln" else ("--data_root", "--datapath")
