@@ -31,6 +31,7 @@ unlabelled one), then the peer's. An epoch has as many steps as the release's. I
 augmented on the device, in batches, from the run's loader (its crop and flip), by
 generators seeded from (seed, epoch): a resumed epoch draws what the interrupted one drew.
 """
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -69,10 +70,13 @@ def normalised_losses(logits, labels):
 def clean_probability(losses, random_state):
     """The posterior of the lower-mean component of a two-component GMM fitted to the (N,)
     losses, as released (Train_cifar.py:185-189); float64 numpy."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
     x = np.asarray(losses, dtype=np.float32).reshape(-1, 1)
-    gmm = GaussianMixture(random_state=random_state, **GMM).fit(x)
+    with warnings.catch_warnings():  # ten iterations often end before tol: as released
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm = GaussianMixture(random_state=random_state, **GMM).fit(x)
     return gmm.predict_proba(x)[:, gmm.means_.argmin()]
 
 
