@@ -106,7 +106,9 @@ class PlanLoader:
     def __init__(self, base, method):
         self.base, self.method = base, method
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # the run's loader's attributes (pad, flip, images, ...)
+        if name in ("base", "method"):
+            raise AttributeError(name)
         return getattr(self.base, name)
 
     def set_epoch(self, epoch):
