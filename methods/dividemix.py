@@ -96,6 +96,7 @@ class Step:
     lam: float = 1.0
     perm: Optional[torch.Tensor] = None
     lambda_u: float = 0.0
+    u_idx: Optional[torch.Tensor] = None  # the unlabelled batch's rows
 
 
 class PlanLoader:
@@ -281,7 +282,7 @@ class DivideMix(Method):
                            u2=None if u is None else augment(loader, u, g), lam=lam,
                            perm=torch.randperm(size, generator=g, device=device),
                            lambda_u=linear_rampup(self.epoch + batch / num_iter, self.warm_up, self.lambda_u,
-                                                  RAMPUP)), self.labels[idx], idx
+                                                  RAMPUP), u_idx=u), self.labels[idx], idx
 
     def cycle(self, rows, g):
         """Endless batches of `rows`, each pass a fresh permutation (the last batch of a pass
@@ -340,8 +341,12 @@ class DivideMix(Method):
                 "labelled_clean_fraction_peer": None, **self.columns}
 
     def state_dict(self):
-        return {"history": self.history, "prob": None if self.prob is None else torch.as_tensor(self.prob),
-                "columns": self.columns}
+        """The GMM's inputs (the scaled losses of the last epochs), its outputs (the clean
+        probabilities of the last division), the labelled sets they made (row k: the set the
+        network other than k trains on) and the epoch's columns."""
+        prob = None if self.prob is None else torch.as_tensor(self.prob)
+        return {"history": self.history, "prob": prob,
+                "labelled": None if prob is None else prob > self.p_threshold, "columns": self.columns}
 
     def load_state_dict(self, state):
         self.history, self.columns = state["history"], state["columns"]

@@ -228,3 +228,40 @@ def test_sigterm_mid_epoch_after_the_warm_up_then_resume_equals_an_uninterrupted
     assert last["method"]["history"].shape == (2, 2, 1437) and last["method"]["prob"].shape == (2, 1437)
     folder = os.path.join(tmp_path, "whole", "train", os.listdir(tmp_path / "whole" / "train")[0])
     assert read_csv(os.path.join(folder, "metrics.csv")) == rows
+
+
+def test_the_plan_visits_each_labelled_sample_once_and_cycles_the_unlabelled_ones():
+    """Steps of one epoch after the warm-up on 23 rows: each network's labelled batches cover
+    its labelled set (the peer's division) exactly once; its unlabelled batches, one a step,
+    run through permutations of the unlabelled set, a new one when the last runs out; each
+    step holds two different augmentations of the same rows, and its mixing weight and
+    lambda_u are the release's."""
+    from data.loader import DeviceLoader
+    images = np.arange(23 * 16, dtype=np.uint8).reshape(23, 1, 4, 4)
+    loader = DeviceLoader(images, np.zeros(23), 4, (0.0,), (1.0,), "cpu", train=True, pad=1, flip=True)
+    method = DivideMix(warm_up=1, lambda_u=25.0, seed=3)
+    method.labels, method.batch_size, method.epoch = torch.zeros(23, dtype=torch.int64), 4, 5
+    prob = np.zeros((2, 23))
+    prob[0, :15], prob[1, 3:6] = 0.9, 0.8  # main's division: 15 labelled; the peer's: 3
+    labelled = [np.flatnonzero(p > 0.5) for p in prob]
+    plan = {"warm_up": False, "sets": [("", "peer", labelled[1], prob[1]), ("peer", "", labelled[0], prob[0])]}
+    steps = list(method.steps(loader, plan))
+    assert [s.net for s, _, _ in steps] == [""] + ["peer"] * 4  # batches of 3; then 4, 4, 4, 3
+    for net, lab, unl in (("", labelled[1], 20), ("peer", labelled[0], 8)):
+        mine = [(s, idx) for s, _, idx in steps if s.net == net]
+        seen = torch.cat([idx for _, idx in mine]).numpy()
+        assert sorted(seen) == sorted(lab)
+        for s, idx in mine:
+            assert s.x1.shape == s.x2.shape == (len(idx), 1, 4, 4) and not torch.equal(s.x1, s.x2)
+            assert torch.equal(s.w, torch.as_tensor(prob[1 if net == "" else 0][idx.numpy()], dtype=torch.float32))
+            assert 0 <= s.lambda_u <= 25.0 and 0 < s.lam < 1 and sorted(s.perm.tolist()) == list(range(len(s.perm)))
+        assert mine[0][0].lambda_u == pytest.approx(25.0 * (5 - 1) / 16)  # epoch 5, batch 0, warm-up 1
+    # the unlabelled streams: the main's 20 rows, one batch of 4; the peer's 8 rows in
+    # batches of 4, so each two batches are a permutation of them
+    unlabelled = [np.setdiff1d(np.arange(23), lab) for lab in labelled]
+    (main_u,) = [s.u_idx.numpy() for s, _, _ in steps if s.net == ""]
+    assert len(main_u) == 4 and set(main_u) <= set(unlabelled[1])
+    peer_u = [s.u_idx.numpy() for s, _, _ in steps if s.net == "peer"]
+    for first, second in (peer_u[:2], peer_u[2:]):
+        assert sorted(np.concatenate([first, second])) == list(unlabelled[0])
+    assert not np.array_equal(np.concatenate(peer_u[:2]), np.concatenate(peer_u[2:]))
