@@ -1,7 +1,6 @@
 """MixMatch machinery shared by the semi-supervised methods (DivideMix, PES-semi): sharpening,
 label refinement and guessing, the mixing of inputs and targets, the semi-supervised loss
-and its ramp-up, the penalties, and the batched crop-and-flip augmentation of a subset of
-the training rows on the device. Pure functions of tensors; no host sync.
+and its ramp-up, and the penalties. Pure functions of tensors; no host sync.
 
 The formulas are those of DivideMix's release (LiJunnan1992/DivideMix, Train_cifar.py),
 cited line by line in docs/REPRODUCTION.md. This file defines no method (its name starts
@@ -9,8 +8,6 @@ with "_").
 """
 import torch
 import torch.nn.functional as F
-
-from data.loader import DeviceLoader
 
 
 def sharpen(p, temperature):
@@ -70,16 +67,3 @@ def negative_entropy(logits):
     (Train_cifar.py:205-208, :132-134)."""
     p = torch.softmax(logits.float(), dim=1)
     return (p.log() * p).sum(dim=1).mean()
-
-
-def augment(loader, idx, generator):
-    """The rows `idx` of a training DeviceLoader with a fresh random crop (its zero padding)
-    and, where the loader flips, a horizontal flip each, drawn from `generator`: one gather,
-    as the loader itself augments a batch; normalised."""
-    n = len(idx)
-    offsets = torch.randint(0, 2 * loader.pad + 1, (n, 2), generator=generator, device=idx.device)
-    flips = torch.rand(n, generator=generator, device=idx.device) < 0.5
-    x = DeviceLoader.windows(loader.padded, *loader.images.shape[2:])[idx, :, offsets[:, 0], offsets[:, 1]]
-    if loader.flip:
-        x = torch.where(flips[:, None, None, None], x.flip(3), x)
-    return loader.normalize(x)

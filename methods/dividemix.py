@@ -45,8 +45,9 @@ from data.loader import batch_bounds
 from errors import UserError
 from methods import Method
 
-from ._mixmatch import (augment, guess_labels, linear_rampup, mix, negative_entropy, refine_labels,
-                        semi_losses, uniform_prior_penalty)
+from ._mixmatch import (guess_labels, linear_rampup, mix, negative_entropy, refine_labels, semi_losses,
+                        uniform_prior_penalty)
+from ._plan import PlanLoader, augment, epoch_generator
 
 NETWORKS = ("", "peer")   # the main network (the release's net1) and its peer (net2)
 GMM = dict(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4)  # Train_cifar.py:186
@@ -97,33 +98,6 @@ class Step:
     perm: Optional[torch.Tensor] = None
     lambda_u: float = 0.0
     u_idx: Optional[torch.Tensor] = None  # the unlabelled batch's rows
-
-
-class PlanLoader:
-    """The run's training loader as the engine iterates it: this method's steps once an
-    epoch's plan is made (start_epoch), else the run's own batches (the engine's first
-    batch for --compile's check, before the plan)."""
-
-    def __init__(self, base, method):
-        self.base, self.method = base, method
-
-    def __getattr__(self, name):  # the run's loader's attributes (pad, flip, images, ...)
-        if name in ("base", "method"):
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-    def set_epoch(self, epoch):
-        self.base.set_epoch(epoch)
-
-    def __len__(self):
-        plan = self.method.plan
-        return len(self.base) if plan is None else plan["steps"]
-
-    def __iter__(self):
-        if self.method.plan is None:
-            return iter(self.base)
-        plan, self.method.plan = self.method.plan, None
-        return self.method.steps(self.base, plan)
 
 
 class DivideMix(Method):
@@ -252,8 +226,7 @@ class DivideMix(Method):
     def steps(self, loader, plan):
         """The epoch's steps, drawn on the device: (Step, labels, sample indices) each."""
         device = self.labels.device
-        g = torch.Generator(device=device)
-        g.manual_seed(self.seed * 1_000_003 + self.epoch + (2 << 40))
+        g = epoch_generator(device, self.seed, self.epoch, 2)
         n = len(self.labels)
         if plan["warm_up"]:
             for net in NETWORKS:
