@@ -6,7 +6,17 @@ defines no method (its name starts with "_").
 """
 import torch
 
+from data import dataset_spec
 from data.loader import DeviceLoader
+from errors import UserError
+
+
+def require_in_memory(cfg, method, why):
+    """Refuse a data set that is not held in memory (Clothing1M): the method's plan reads
+    any training row at any step."""
+    if not dataset_spec(cfg.dataset).in_memory:
+        raise UserError(f"--method {method} {why}; {cfg.dataset} is not held in memory: use a data set "
+                        "that is (cifar10, cifar100, CIFAR-N, digits)")
 
 
 class PlanLoader:

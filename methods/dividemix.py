@@ -47,7 +47,7 @@ from methods import Method
 
 from ._mixmatch import (guess_labels, linear_rampup, mix, negative_entropy, refine_labels, semi_losses,
                         uniform_prior_penalty)
-from ._plan import PlanLoader, augment, epoch_generator
+from ._plan import PlanLoader, augment, epoch_generator, require_in_memory
 
 NETWORKS = ("", "peer")   # the main network (the release's net1) and its peer (net2)
 GMM = dict(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4)  # Train_cifar.py:186
@@ -144,10 +144,7 @@ class DivideMix(Method):
 
     @classmethod
     def check_flags(cls, cfg):
-        spec = dataset_spec(cfg.dataset)
-        if not spec.in_memory:
-            raise UserError(f"--method dividemix divides the whole training set every epoch; {cfg.dataset} "
-                            "is not held in memory: use a data set that is (cifar10, cifar100, CIFAR-N, digits)")
+        require_in_memory(cfg, "dividemix", "divides the whole training set every epoch")
         cfg.warm_up = warm_up_default(cfg.dataset) if cfg.warm_up is None else cfg.warm_up
         if cfg.gmm_history is None:
             cfg.gmm_history = 5 if cfg.noise_rate == 0.9 else 1

@@ -25,7 +25,6 @@ in the confident set).
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,7 +33,7 @@ from data import dataset_spec
 from errors import UserError
 from methods import Method
 
-from ._plan import PlanLoader, augment, drop_last_bounds, epoch_generator
+from ._plan import PlanLoader, augment, drop_last_bounds, epoch_generator, require_in_memory
 
 MODELS = ("resnet", "resnet18", "resnet34", "preact_resnet18")  # a `layers` of stages and a `linear` head
 
@@ -119,10 +118,7 @@ class PES(Method):
 
     @classmethod
     def check_flags(cls, cfg):
-        spec = dataset_spec(cfg.dataset)
-        if not spec.in_memory:
-            raise UserError(f"--method pes predicts the whole training set every epoch; {cfg.dataset} is "
-                            "not held in memory: use a data set that is (cifar10, cifar100, CIFAR-N, digits)")
+        require_in_memory(cfg, "pes", "predicts the whole training set every epoch")
         if cfg.model not in MODELS:
             raise UserError(f"--method pes re-initialises the last stage and head of a ResNet; --model "
                             f"{cfg.model} has none it knows: use one of {', '.join(MODELS)}")
