@@ -7,7 +7,7 @@ defines no method (its name starts with "_").
 import torch
 
 from data import dataset_spec
-from data.loader import DeviceLoader
+from data.loader import DeviceLoader, batch_bounds
 from errors import UserError
 
 
@@ -67,6 +67,21 @@ def augment(loader, idx, generator):
     if loader.flip:
         x = torch.where(flips[:, None, None, None], x.flip(3), x)
     return loader.normalize(x)
+
+
+def cycle(rows, batch_size, generator, drop_last=False):
+    """Endless batches of the device tensor `rows`, each pass a fresh permutation, as a
+    DataLoader iterator restarted whenever it runs out. Without drop_last the last batch of
+    a pass may be smaller (one of a single sample joins the batch before); with it only
+    full batches (the caller makes sure there is one). None forever when there are no rows."""
+    while True:
+        if not len(rows):
+            yield None
+            continue
+        order = rows[torch.randperm(len(rows), generator=generator, device=rows.device)]
+        bounds = drop_last_bounds(len(rows), batch_size) if drop_last else batch_bounds(len(rows), batch_size)
+        for start, stop in bounds:
+            yield order[start:stop]
 
 
 def drop_last_bounds(n, batch_size):

@@ -47,7 +47,7 @@ from methods import Method
 
 from ._mixmatch import (guess_labels, linear_rampup, mix, negative_entropy, refine_labels, semi_losses,
                         uniform_prior_penalty)
-from ._plan import PlanLoader, augment, epoch_generator, require_in_memory
+from ._plan import PlanLoader, augment, cycle, epoch_generator, require_in_memory
 
 NETWORKS = ("", "peer")   # the main network (the release's net1) and its peer (net2)
 GMM = dict(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4)  # Train_cifar.py:186
@@ -240,7 +240,7 @@ class DivideMix(Method):
             unl_t = torch.as_tensor(np.setdiff1d(np.arange(n), lab), device=device)
             w_all = torch.as_tensor(prob, dtype=torch.float32, device=device)
             order = lab_t[torch.randperm(len(lab_t), generator=g, device=device)]
-            unlabelled = self.cycle(unl_t, g)
+            unlabelled = cycle(unl_t, self.batch_size, g)
             num_iter = len(lab) // self.batch_size + 1  # Train_cifar.py:46
             for batch, (start, stop) in enumerate(batch_bounds(len(lab), self.batch_size)):
                 idx = order[start:stop]
@@ -253,18 +253,6 @@ class DivideMix(Method):
                            perm=torch.randperm(size, generator=g, device=device),
                            lambda_u=linear_rampup(self.epoch + batch / num_iter, self.warm_up, self.lambda_u,
                                                   RAMPUP), u_idx=u), self.labels[idx], idx
-
-    def cycle(self, rows, g):
-        """Endless batches of `rows`, each pass a fresh permutation (the last batch of a pass
-        may be smaller; one of a single sample joins the batch before); None forever when
-        there are none."""
-        while True:
-            if not len(rows):
-                yield None
-                continue
-            order = rows[torch.randperm(len(rows), generator=g, device=rows.device)]
-            for start, stop in batch_bounds(len(rows), self.batch_size):
-                yield order[start:stop]
 
     # ------------------------------------------------------------ the step
 

@@ -25,6 +25,7 @@ in the confident set).
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,15 +34,17 @@ from data import dataset_spec
 from errors import UserError
 from methods import Method
 
-from ._plan import PlanLoader, augment, drop_last_bounds, epoch_generator, require_in_memory
+from ._mixmatch import guess_labels, linear_rampup, mix, semi_losses
+from ._plan import PlanLoader, augment, cycle, drop_last_bounds, epoch_generator, require_in_memory
 
 MODELS = ("resnet", "resnet18", "resnet34", "preact_resnet18")  # a `layers` of stages and a `linear` head
 
 
-def t1_default(dataset):
+def t1_default(dataset, semi):
     """The release's T1: 30 on CIFAR-100 (100 classes), 25 on CIFAR-10 and every other data
-    set (PES_cs.py:128-130, :142-144)."""
-    return 30 if dataset_spec(dataset).num_classes == 100 else 25
+    set (PES_cs.py:128-130, :142-144); PES-semi 35 and 20 (PES_semi.py:219-221, :232-234)."""
+    hundred = dataset_spec(dataset).num_classes == 100
+    return (35 if hundred else 20) if semi else (30 if hundred else 25)
 
 
 def last_parts(model, num_layer):
@@ -66,16 +69,33 @@ def renew(modules, seed):
                     m.reset_parameters()
 
 
-def confident_selection(probs, noisy_labels, num_classes):
+def confident_selection(probs, noisy_labels, num_classes, clip=None):
     """(mask of the samples whose predicted class is their noisy label, the class weights
-    mean(count) / count over the confident labels, 0 for a class without one)
-    (PES_cs.py:67-79, :91-97)."""
+    mean(count) / count over the confident labels, 0 for a class without one, at most
+    `clip`) (PES_cs.py:67-79, :91-97; PES-semi clips at 3, PES_semi.py:183-192)."""
     confident = probs.argmax(dim=1) == noisy_labels
     counts = torch.bincount(noisy_labels[confident], minlength=num_classes).double()
     present = counts > 0
     mean = counts[present].mean() if present.any() else counts.new_ones(())
     weights = torch.where(present, mean / counts.clamp_min(1), torch.zeros_like(counts))
+    if clip is not None:
+        weights = weights.clamp_max(clip)
     return confident, weights.float()
+
+
+def weighted_mixed_cross_entropy(logits, targets, weights):
+    """sum_k w_k mean_b (-log_softmax(z)_bk t_bk): PES-semi's class-weighted Lx on the mixed
+    labelled part (PES_semi.py:127-128)."""
+    return ((-F.log_softmax(logits.float(), dim=1) * targets).mean(dim=0) * weights).sum()
+
+
+def semi_batch_sizes(n_confident, n_unconfident, batch_size):
+    """(labelled, unlabelled) batch sizes of a PES-semi step (PES_semi.py:176-177)."""
+    if n_unconfident > n_confident:
+        uncon = int(batch_size / 2)
+    else:
+        uncon = int(n_unconfident / (n_confident + n_unconfident) * batch_size)
+    return batch_size - uncon, uncon
 
 
 @dataclass
@@ -86,6 +106,19 @@ class Step:
     renew: Optional[int] = None
 
 
+@dataclass
+class SemiStep:
+    """A PES-semi step: two augmentations of the labelled (confident) batch and of the
+    unlabelled one (None when the unlabelled batch size is 0), the mixing lambda and
+    permutation, and lambda_u after its ramp-up."""
+    x1: torch.Tensor
+    x2: torch.Tensor
+    u1: Optional[torch.Tensor]
+    u2: Optional[torch.Tensor]
+    lam: float
+    perm: torch.Tensor
+    lambda_u: float
+
 class PES(Method):
     name = "pes"
     summary = "progressive early stopping: the later layers re-initialised and trained for fewer epochs"
@@ -95,9 +128,11 @@ class PES(Method):
     protocol = dict(n_epoch=200, lr=0.1, lr_milestones=[0.5, 0.75], lr_gamma=0.1, momentum=0.9,
                     nesterov=False, weight_decay=1e-4, batch_size=128, model="resnet18", val_fraction=0.1)
 
-    def __init__(self, T1=25, T2=7, T3=5, PES_lr=1e-4, seed=0):
+    def __init__(self, T1=25, T2=7, T3=5, PES_lr=1e-4, seed=0, semi=False, lambda_u=150.0, alpha=4.0, T=0.5,
+                 n_epoch=200):
         self.T1, self.T2, self.T3, self.PES_lr, self.seed = T1, T2, T3, PES_lr, seed
-        self.tag = f"pes-t{T1}-{T2}-{T3}-lr{PES_lr:g}"
+        self.semi, self.lambda_u, self.alpha, self.T, self.n_epoch = semi, lambda_u, alpha, T, n_epoch
+        self.tag = f"pes-t{T1}-{T2}-{T3}-lr{PES_lr:g}" + (f"-semi-u{lambda_u:g}-a{alpha:g}-T{T:g}" if semi else "")
         self.epoch = 0
         self.plan = None
         self.adam = None
@@ -106,15 +141,27 @@ class PES(Method):
 
     @classmethod
     def add_flags(cls, group, defaults):
+        group.add_argument("--semi", choices=["on", "off"], default=defaults.get("semi", "off"),
+                           help="PES-semi: after the refinement, MixMatch on the confident (labelled) and "
+                                "other (unlabelled) samples instead of cross-entropy on the confident ones")
         group.add_argument("--T1", type=integer, default=defaults.get("T1"),
                            help="epochs of the whole network before the refinement (default: the "
-                                "release's, 30 on CIFAR-100, 25 on CIFAR-10 and every other data set)")
-        group.add_argument("--T2", type=integer, default=defaults.get("T2", 7),
-                           help="passes training the re-initialised last stage and head (0: none)")
-        group.add_argument("--T3", type=integer, default=defaults.get("T3", 5),
-                           help="passes training the head re-initialised again (0: none)")
+                                "release's, 30 on CIFAR-100, 25 on CIFAR-10 and every other data set; "
+                                "PES-semi 35 and 20)")
+        group.add_argument("--T2", type=integer, default=defaults.get("T2"),
+                           help="passes training the re-initialised last stage and head; PES-semi: the "
+                                "head alone (default: 7; PES-semi 5; 0: none)")
+        group.add_argument("--T3", type=integer, default=defaults.get("T3"),
+                           help="passes training the head re-initialised again (default: 5; PES-semi has "
+                                "no such phase: 0)")
         group.add_argument("--PES_lr", type=finite_float, default=defaults.get("PES_lr", 1e-4),
                            help="Adam's lr in the refinement")
+        group.add_argument("--lambda_u", type=finite_float, default=defaults.get("lambda_u", 150.0),
+                           help="PES-semi: weight of the unlabelled loss after its ramp-up")
+        group.add_argument("--alpha", type=finite_float, default=defaults.get("alpha", 4.0),
+                           help="PES-semi: the mixing lambda's Beta(alpha, alpha) (0.75 from half the epochs on)")
+        group.add_argument("--T", type=finite_float, default=defaults.get("T", 0.5),
+                           help="PES-semi: sharpening temperature of the guessed labels")
 
     @classmethod
     def check_flags(cls, cfg):
@@ -122,11 +169,18 @@ class PES(Method):
         if cfg.model not in MODELS:
             raise UserError(f"--method pes re-initialises the last stage and head of a ResNet; --model "
                             f"{cfg.model} has none it knows: use one of {', '.join(MODELS)}")
-        cfg.T1 = t1_default(cfg.dataset) if cfg.T1 is None else cfg.T1
+        semi = cfg.semi == "on"
+        if semi and cfg.T3:
+            raise UserError(f"--T3 {cfg.T3}: PES-semi refines the head alone, in --T2 passes; drop --T3")
+        cfg.T1 = t1_default(cfg.dataset, semi) if cfg.T1 is None else cfg.T1
+        cfg.T2 = (5 if semi else 7) if cfg.T2 is None else cfg.T2
+        cfg.T3 = (0 if semi else 5) if cfg.T3 is None else cfg.T3
         for flag in ("T1", "T2", "T3"):
             if getattr(cfg, flag) < 0:
                 raise UserError(f"--{flag} {getattr(cfg, flag)} must be >= 0 (epochs or passes)")
-        if cfg.T2 == 0 and cfg.T3 == 0:
+        if semi and not (cfg.lambda_u >= 0 and cfg.alpha > 0 and cfg.T > 0):
+            raise UserError(f"--lambda_u {cfg.lambda_u} must be >= 0, --alpha {cfg.alpha} and --T {cfg.T} > 0")
+        if not semi and cfg.T2 == 0 and cfg.T3 == 0:
             raise UserError("--T2 0 and --T3 0 leave epoch T1 without a step: give one of them passes "
                             "(the release's are 7 and 5)")
         if cfg.PES_lr <= 0:
@@ -134,11 +188,12 @@ class PES(Method):
 
     @classmethod
     def from_config(cls, cfg):
-        return cls(cfg.T1, cfg.T2, cfg.T3, cfg.PES_lr, cfg.seed)
+        return cls(cfg.T1, cfg.T2, cfg.T3, cfg.PES_lr, cfg.seed, cfg.semi == "on", cfg.lambda_u, cfg.alpha,
+                   cfg.T, cfg.n_epoch)
 
     @property
     def label(self):
-        return f"PES T1={self.T1}"
+        return ("PES-semi" if self.semi else "PES") + f" T1={self.T1}"
 
     # ------------------------------------------------------------ the epochs
 
@@ -146,11 +201,20 @@ class PES(Method):
         self.labels, self.num_classes = run.noisy_labels, run.num_classes
         self.batch_size = run.cfg.batch_size
         self.clean = None if run.true_labels is None else run.noisy_labels == run.true_labels
+        self.run = run  # PES-semi divides within the epoch T1, after the refinement's steps
         run.train_loader = PlanLoader(run.train_loader, self)
 
     def frozen_after_refinement(self, model):
         """The parts the refinement re-initialised, which SGD never trains afterwards."""
+        if self.semi:
+            return last_parts(model, 0) if self.T2 > 0 else []
         return last_parts(model, 1) if self.T2 > 0 else last_parts(model, 0) if self.T3 > 0 else []
+
+    def freeze_refined(self, model):
+        for p in model.parameters():
+            p.requires_grad_(True)
+        for m in self.frozen_after_refinement(model):
+            m.requires_grad_(False)
 
     def start_epoch(self, epoch, run):
         self.epoch, self.columns = epoch, {}
@@ -162,12 +226,16 @@ class PES(Method):
             self.plan = None
             return
         n = len(self.labels)
+        semi_steps = n // self.batch_size if self.semi else 0  # PES_semi.py:81
         if epoch == self.T1:
-            passes = [1] * self.T2 + [0] * self.T3
-            self.plan = {"refine": passes, "steps": len(passes) * len(drop_last_bounds(n, self.batch_size))}
+            passes = [0] * self.T2 if self.semi else [1] * self.T2 + [0] * self.T3
+            self.plan = {"refine": passes, "semi": self.semi,
+                         "steps": len(passes) * len(drop_last_bounds(n, self.batch_size)) + semi_steps}
             return
-        for m in self.frozen_after_refinement(model):
-            m.requires_grad_(False)
+        self.freeze_refined(model)
+        if self.semi:
+            self.plan = {"refine": [], "semi": True, "steps": semi_steps}
+            return
         self.confident, self.weights = confident_selection(self.predict(run), self.labels, self.num_classes)
         rows = torch.nonzero(self.confident).flatten()
         if len(rows) < 2:
@@ -213,6 +281,12 @@ class PES(Method):
                     renew_now = num_layer if (i == 0 and num_layer != previous) else None
                     yield Step(augment(loader, idx, g), renew_now), self.labels[idx], idx
                 previous = num_layer
+            if not plan["semi"]:
+                return
+        if plan.get("semi"):
+            if plan["refine"]:  # epoch T1: MixMatch follows the refinement, with SGD
+                self.freeze_refined(self.run.model)
+            yield from self.semi_steps(loader, g)
             return
         rows = plan["rows"]
         order = rows[torch.randperm(len(rows), generator=g, device=device)]
@@ -220,9 +294,62 @@ class PES(Method):
             idx = order[start:stop]
             yield augment(loader, idx, g), self.labels[idx], idx
 
+    def semi_steps(self, loader, g):
+        """PES-semi's MixMatch steps (PES_semi.py:167-195, :70-136): the network divides the
+        training set into confident (labelled) and other (unlabelled) samples, and the epoch
+        has n // batch_size steps, each with the next full batch of both, cycled."""
+        run, n, device = self.run, len(self.labels), self.labels.device
+        self.confident, self.weights = confident_selection(self.predict(run), self.labels, self.num_classes, clip=3)
+        lab = torch.nonzero(self.confident).flatten()
+        unl = torch.nonzero(~self.confident).flatten()
+        con_batch, uncon_batch = semi_batch_sizes(len(lab), len(unl), self.batch_size)
+        if len(lab) < con_batch or len(unl) < uncon_batch or con_batch < 1:
+            raise UserError(f"epoch {self.epoch + 1}: {len(lab)} confident and {len(unl)} other samples "
+                            f"cannot fill batches of {con_batch} and {uncon_batch}")
+        self.columns = {"confident_fraction": len(lab) / n,
+                        "confident_clean_fraction": None if self.clean is None or not len(lab)
+                        else self.clean[lab].double().mean().item()}
+        labelled = cycle(lab, con_batch, g, drop_last=True)
+        unlabelled = cycle(unl if uncon_batch else unl[:0], max(uncon_batch, 1), g, drop_last=True)
+        alpha = 0.75 if self.epoch >= self.n_epoch / 2 else self.alpha  # PES_semi.py:72-73
+        rng = np.random.default_rng([self.seed, self.epoch, 2])
+        num_iter = n // self.batch_size
+        for batch in range(num_iter):
+            idx, u = next(labelled), next(unlabelled)
+            lam = float(rng.beta(alpha, alpha))
+            size = 2 * len(idx) + (0 if u is None else 2 * len(u))
+            yield SemiStep(augment(loader, idx, g), augment(loader, idx, g),
+                           None if u is None else augment(loader, u, g), None if u is None else augment(loader, u, g),
+                           lam, torch.randperm(size, generator=g, device=device),
+                           linear_rampup(self.epoch + batch / num_iter, self.T1, self.lambda_u)), self.labels[idx], idx
+
+    def semi_step(self, run, step, y):
+        """MixMatch as PES_semi.py:100-136: labelled targets the one-hot labels, unlabelled
+        ones the sharpened mean of the network's two predictions, both mixed at
+        lambda' = max(lambda, 1 - lambda); class-weighted Lx + lambda_u * ramp * Lu."""
+        net = run.networks[""]
+        parts, targets = [step.x1, step.x2], [F.one_hot(y, self.num_classes).float()] * 2
+        if step.u1 is not None:
+            with torch.no_grad(), run.autocast():
+                guessed = guess_labels([torch.softmax(net.forward(u).float(), dim=1) for u in (step.u1, step.u2)],
+                                       self.T)
+            parts += [step.u1, step.u2]
+            targets += [guessed, guessed]
+        inputs, mixed = mix(torch.cat(parts), torch.cat(targets), step.lam, step.perm)
+        with run.autocast():
+            logits = net.forward(inputs)
+        b = 2 * len(y)
+        lx = weighted_mixed_cross_entropy(logits[:b], mixed[:b], self.weights)
+        _, lu = semi_losses(logits[:b], mixed[:b], logits[b:], mixed[b:])
+        loss = lx + step.lambda_u * lu
+        run.minimize(loss)
+        return loss.detach().float(), logits[:len(y)].detach().float()
+
     def train_step(self, run, x, y, idx):
         if isinstance(x, Step):
             return self.refine_step(run, x, y)
+        if isinstance(x, SemiStep):
+            return self.semi_step(run, x, y)
         with run.autocast():
             logits = run.forward(x)
         loss = F.cross_entropy(logits.float(), y, weight=self.weights)  # PES_cs.py:99-101
