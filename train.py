@@ -24,8 +24,9 @@ DEFAULTS = dict(n_epoch=200, lr=0.1, lr_milestones=[0.5, 0.75], momentum=0.9, ne
 
 def preset(argv=None):
     """The preset of the method that argv's --method names (read first: its flags depend on it)."""
-    from utils.cli import Preset, choose_method
-    return Preset("train", choose_method(argv, __doc__), DEFAULTS, __doc__)
+    from utils.cli import Preset, choose_method, method_protocol
+    name = choose_method(argv, __doc__)
+    return Preset("train", name, {**DEFAULTS, **method_protocol(name, argv, DEFAULTS)}, __doc__)
 
 
 def main(argv=None):

@@ -30,7 +30,6 @@ class Method:
     name = None          # the --method name; a subclass with a name is a method
     summary = ""         # one line for train.py --help
     knobs = {}           # {flag: value at which the method is its baseline}
-    protocol = {}        # train.py defaults its release trains with ({"lr": 0.02, ...})
 
     # ------------------------------------------------------------ declaration
 
@@ -45,6 +44,12 @@ class Method:
     @classmethod
     def from_config(cls, cfg):
         return cls()
+
+    @classmethod
+    def protocol(cls, dataset):
+        """Defaults of train.py's training flags (n_epoch, lr, weight_decay, ...) that the
+        method's release trains `dataset` with, in place of train.py's; {}: train.py's."""
+        return {}
 
     tag = "method"       # the run folder's method part, set by __init__ from the flags
 

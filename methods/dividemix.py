@@ -52,6 +52,8 @@ from ._plan import PlanLoader, augment, cycle, epoch_generator, require_in_memor
 NETWORKS = ("", "peer")   # the main network (the release's net1) and its peer (net2)
 GMM = dict(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4)  # Train_cifar.py:186
 RAMPUP = 16               # epochs of the lambda_u ramp-up, Train_cifar.py:192
+RELEASE_PROTOCOL = dict(n_epoch=301, lr=0.02, lr_milestones=[0.5], lr_gamma=0.1, momentum=0.9, nesterov=False,
+                        weight_decay=5e-4, batch_size=64, model="preact_resnet18")
 
 
 def warm_up_default(dataset):
@@ -103,10 +105,14 @@ class Step:
 class DivideMix(Method):
     name = "dividemix"
     summary = "DivideMix: two networks, GMM co-divide of the per-sample losses, MixMatch on the division"
-    # The release's CIFAR protocol (Train_cifar.py:17-18, :24, :211, :232-233, :242-245): it
-    # trains epochs 0..300 (301 epochs), the lr /10 from epoch 150 on.
-    protocol = dict(n_epoch=301, lr=0.02, lr_milestones=[0.5], lr_gamma=0.1, momentum=0.9,
-                    nesterov=False, weight_decay=5e-4, batch_size=64, model="preact_resnet18")
+    title = "DivideMix"
+
+    @classmethod
+    def protocol(cls, dataset):
+        """The release's CIFAR protocol (Train_cifar.py:17-18, :24, :211, :232-233, :242-245),
+        the same on CIFAR-10 and CIFAR-100: it trains epochs 0..300 (301 epochs), the lr /10
+        from epoch 150 on. Other data sets: train.py's."""
+        return dict(RELEASE_PROTOCOL) if dataset in ("cifar10", "cifar100") else {}
 
     def __init__(self, warm_up=10, lambda_u=25.0, p_threshold=0.5, T=0.5, alpha=4.0,
                  gmm_history=1, conf_penalty=False, seed=0):

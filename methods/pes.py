@@ -38,6 +38,8 @@ from ._mixmatch import guess_labels, linear_rampup, mix, semi_losses
 from ._plan import PlanLoader, augment, cycle, drop_last_bounds, epoch_generator, require_in_memory
 
 MODELS = ("resnet", "resnet18", "resnet34", "preact_resnet18")  # a `layers` of stages and a `linear` head
+RELEASE_PROTOCOL = dict(n_epoch=200, lr=0.1, lr_milestones=[0.5, 0.75], lr_gamma=0.1, momentum=0.9, nesterov=False,
+                        weight_decay=1e-4, batch_size=128, val_fraction=0.1)
 
 
 def t1_default(dataset, semi):
@@ -122,11 +124,17 @@ class SemiStep:
 class PES(Method):
     name = "pes"
     summary = "progressive early stopping: the later layers re-initialised and trained for fewer epochs"
-    # The release's CIFAR protocol (PES_cs.py:22-25, :30, :165-166): SGD lr 0.1, momentum
-    # 0.9, weight decay 1e-4, batch 128, 200 epochs, lr /10 at epochs 100 and 150, ResNet-18,
-    # 10% of the noisy training set held out for model selection.
-    protocol = dict(n_epoch=200, lr=0.1, lr_milestones=[0.5, 0.75], lr_gamma=0.1, momentum=0.9,
-                    nesterov=False, weight_decay=1e-4, batch_size=128, model="resnet18", val_fraction=0.1)
+    title = "PES"
+
+    @classmethod
+    def protocol(cls, dataset):
+        """PES_cs.py's CIFAR protocol (:22-25, :30, :131-132, :145-146, :165-166): SGD lr 0.1,
+        momentum 0.9, weight decay 1e-4, batch 128, 200 epochs, lr /10 at epochs 100 and 150,
+        ResNet-18 (ResNet-34 on CIFAR-100), 10% of the noisy training set held out for model
+        selection. Other data sets: train.py's."""
+        if dataset not in ("cifar10", "cifar100"):
+            return {}
+        return {**RELEASE_PROTOCOL, "model": "resnet34" if dataset == "cifar100" else "resnet18"}
 
     def __init__(self, T1=25, T2=7, T3=5, PES_lr=1e-4, seed=0, semi=False, lambda_u=150.0, alpha=4.0, T=0.5,
                  n_epoch=200):

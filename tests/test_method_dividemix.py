@@ -182,6 +182,7 @@ def test_defaults_are_the_releases_per_data_set_and_noise():
     cfg = parse_flags("train", "--method", "dividemix", "--noise_type", "asym", "--lr", "0.1")
     assert cfg.conf_penalty == "on" and cfg.lr == 0.1
     assert parse_flags("train", "--method", "gce").lr == 0.1  # other methods keep train.py's protocol
+    assert parse_flags("train", "--method", "dividemix", "--dataset", "digits").lr == 0.1  # no release protocol
 
 
 @pytest.mark.parametrize("flags, message", [

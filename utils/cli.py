@@ -61,26 +61,20 @@ class Preset:
 
 # ---------------------------------------------------------------- the parser
 
-def protocol_defaults(preset, method_cls):
-    """The script's defaults; on train.py, with the method's own protocol over them (the
-    optimiser, plan, epochs, batch and model of its release, Method.protocol)."""
-    return {**preset.defaults, **(method_cls.protocol if preset.family is None else {})}
-
-
 def build_parser(preset, method_cls):
-    d = protocol_defaults(preset, method_cls)
+    d = preset.defaults
     p = Parser(prog=f"{preset.script}.py", description=preset.doc,
                flag_owner=functools.partial(flag_owner, method_cls))
-    add_released_flags(p, preset, method_cls, d)
+    add_released_flags(p, preset, method_cls)
     if preset.extra_flags:
         preset.extra_flags(p)
     add_engine_flags(p, d)
     return p
 
 
-def add_released_flags(p, preset, method_cls, d):
+def add_released_flags(p, preset, method_cls):
     """The released scripts' flags, in their order and spelling; train.py takes the same."""
-    family = preset.family
+    d, family = preset.defaults, preset.family
     noise_help = f"noise type; {noise_types_help()} (default: {d.get('noise_type') or 'symmetric, real on clothing1m'})"
     epochs = ("--epochs", "--n_epoch") if family == "sln" else ("--n_epoch", "--epochs")
     root = ("--datapath", "--data_root") if family == "sln" else ("--data_root", "--datapath")
@@ -362,6 +356,15 @@ def run_preset(preset, argv=None):
     init_from = functools.partial(preset.init_from, cfg) if preset.init_from else None
     return run(cfg, preset.script, method, init_from=init_from,
                comparable=comparable_settings(cfg, preset, method_cls))
+
+
+def method_protocol(name, argv, defaults):
+    """The training defaults the method's release uses on the data set argv's --dataset names
+    (Method.protocol), read before the parser is built; {}: the script's own."""
+    p = Parser(prog="train.py", add_help=False)
+    p.add_argument("--dataset", default=defaults.get("dataset", "cifar10"))
+    known, _ = p.parse_known_args(argv)
+    return get_method(name).protocol(known.dataset)
 
 
 def choose_method(argv, doc):
