@@ -113,6 +113,12 @@ class Method:
         """Extra columns of this epoch's metrics.csv row, e.g. {"kept_fraction": 0.8}."""
         return {}
 
+    def evaluated_model(self, run):
+        """The model of the unsuffixed evaluation columns (and best.pt's selection) when it
+        is not the main network (DivideMix: the mean of its two networks' outputs), else
+        None; the main network's own columns then get the suffix _main."""
+        return None
+
     def eval_models(self):
         """Extra models to evaluate every epoch: {name: model}; columns get a _name suffix."""
         return {}

@@ -157,7 +157,7 @@ def add_engine_flags(p, d):
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"],
                    help="Nesterov momentum")
     g.add_argument("--weight_decay", type=finite_float, default=d["weight_decay"], help="SGD weight decay")
-    g.add_argument("--val_fraction", type=finite_float, default=0.0,
+    g.add_argument("--val_fraction", type=finite_float, default=d.get("val_fraction", 0.0),
                    help="hold out this fraction of the noisy train set as a noisy validation split "
                         "(honest model selection: summary.json gets test_acc_at_best_val)")
     g.add_argument("--record_train_probs", action="store_true",

@@ -538,11 +538,14 @@ def train_one_epoch(run, stats, epoch, guard, check_every, desc=""):
 
 
 def evaluate_all(run, test_confusion=None):
-    """{'test_acc': .., 'test_ece': .., 'test_acc_ema': ..} for the main model, the networks a
-    method added and the method's extra models; the main model's test predictions are
-    counted into `test_confusion` when given (evaluate)."""
+    """{'test_acc': .., 'test_ece': .., 'test_acc_ema': ..} for the main model (or the model
+    the method evaluates instead, Method.evaluated_model), the networks a method added and
+    the method's extra models; the unsuffixed model's test predictions are counted into
+    `test_confusion` when given (evaluate)."""
+    evaluated = run.method.evaluated_model(run)
+    main = {"": run.model} if evaluated is None else {"": evaluated, "_main": run.model}
     extra = hook_result(run.method, "eval_models", run.method.eval_models(), dict)
-    models = {"": run.model, **{f"_{k}": n.model for k, n in run.networks.items() if k},
+    models = {**main, **{f"_{k}": n.model for k, n in run.networks.items() if k},
               **{f"_{k}": m for k, m in extra.items()}}
     columns = {}
     for suffix, model in models.items():
