@@ -14,8 +14,8 @@ A method owns, in its own file:
 
 The engine (utils/engine.py) calls, in this order: from_config(cfg) once, setup(run)
 before training, then each epoch start_epoch(epoch, run), train_step(run, x, y, idx) per
-batch, and after the epoch epoch_columns() and eval_models(). `run` is the engine's
-RunState (utils/state.py): the model, its optimiser, the noisy labels, the loaders.
+batch, and after the epoch epoch_columns(), test_model(run) and eval_models(). `run` is the
+engine's RunState (utils/state.py): the model, its optimiser, the noisy labels, the loaders.
 docs/EXTENDING.md walks through a complete example.
 """
 import functools
@@ -87,6 +87,12 @@ class Method:
     def epoch_columns(self):
         """Extra columns of this epoch's metrics.csv row, e.g. {"kept_fraction": 0.8}."""
         return {}
+
+    def test_model(self, run):
+        """The model of the main (unsuffixed) evaluation columns, which also select best.pt:
+        the main network, unless the method's release evaluates another (ELR+: the mean of
+        its two networks' logits)."""
+        return run.model
 
     def eval_models(self):
         """Extra models to evaluate every epoch: {name: model}; columns get a _name suffix."""

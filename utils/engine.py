@@ -411,10 +411,10 @@ def train_one_epoch(run, stats, epoch, guard, check_every, desc=""):
 
 
 def evaluate_all(run, test_confusion=None):
-    """{'test_acc': .., 'test_ece': .., 'test_acc_ema': ..} for the main model, the networks a
-    method added and the method's extra models; the main model's test predictions are
+    """{'test_acc': .., 'test_ece': .., 'test_acc_ema': ..} for the method's test model (the
+    main network unless it names another), the networks a method added and its extra models; the main model's test predictions are
     counted into `test_confusion` when given (evaluate)."""
-    models = {"": run.model, **{f"_{k}": n.model for k, n in run.networks.items() if k},
+    models = {"": run.method.test_model(run), **{f"_{k}": n.model for k, n in run.networks.items() if k},
               **{f"_{k}": m for k, m in run.method.eval_models().items()}}
     columns = {}
     for suffix, model in models.items():
