@@ -4,12 +4,15 @@ both networks (mixup, targets from the other network's average, SGD, the average
 linear networks, the ramp-ups, the defaults per data set, the refusals, and a digits run
 stopped by SIGTERM and resumed."""
 import math
+import os
+import re
+import shlex
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import parse_flags
+from conftest import ROOT, parse_flags
 from errors import UserError
 from methods.elr_plus import ELRPlus, MeanOfLogits, elr_plus_loss, ema_decay, sigmoid_rampup
 from test_methods_runs import SMALL, assert_sigterm_resume_is_exact
@@ -206,3 +209,29 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
     for key in ("targets1", "targets2"):
         assert torch.allclose(last["method"][key].sum(1), torch.full((1437,), 1 - 0.7 ** 3), atol=1e-5)
     assert any(k.startswith("ema2.") and k.endswith("running_mean") for k in last["method"])
+
+
+def documented_commands():
+    """The train.py --method elr_plus command lines of REPRODUCTION.md's ELR+ subsection."""
+    text = open(os.path.join(ROOT, "docs", "REPRODUCTION.md")).read()
+    section = text[text.index("### `elr_plus` (methods/elr_plus.py)"):]
+    blocks = re.findall(r"```\n(.*?)```", section, flags=re.S)
+    return [shlex.split(b.replace("\\\n", " "))[2:] for b in blocks if "--method elr_plus" in b]
+
+
+@pytest.mark.parametrize("dataset, epochs, milestone", [
+    ("cifar10", 200, 150),    # ELR_plus/config_cifar10.json:79-80, :85
+    ("cifar100", 250, 200),   # ELR_plus/config_cifar100.json:78-79, :84
+])
+def test_documented_commands_run_the_release_plans(dataset, epochs, milestone):
+    """MultiStepLR, gamma 0.1, stepped after every epoch (ELR_plus/trainer/trainer.py:153-154);
+    SGD lr 0.02, momentum 0.9, weight decay 5e-4, batch 128 (config_*.json:32, :43-59)."""
+    from utils.engine import lr_at
+    commands = [parse_flags("train", *argv) for argv in documented_commands()]
+    assert len(commands) == 2
+    cfg = next(c for c in commands if c.dataset == dataset)
+    assert cfg.n_epoch == epochs
+    assert [lr_at(e, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch) for e in range(epochs)] == \
+        pytest.approx([0.02 * (0.1 if e >= milestone else 1.0) for e in range(epochs)])
+    assert (cfg.batch_size, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.model) == \
+        (128, 0.9, False, 5e-4, "preact_resnet18")
