@@ -54,6 +54,46 @@ MIXUP_ALPHA = 1.0   # every configuration's mixup_alpha
 EMA_UPDATES = ("sigmoid", "average")
 
 
+# The flags: (name, type, default, help); a default of None is the data set's, resolved
+# by check_flags from the release's configuration files.
+FLAGS = [
+    ("elr_plus_lambda", finite_float, None,
+     "weight of the regulariser (default: the release's, 3 on CIFAR-10, Clothing1M and every "
+     "other data set, 1 on CIFAR-10 asym, 7 on CIFAR-100)"),
+    ("elr_plus_beta", finite_float, None,
+     "momentum of the targets' running average (default: the release's, 0.7 on CIFAR-10, "
+     "Clothing1M and every other data set, 0.9 on CIFAR-10 asym and CIFAR-100)"),
+    ("elr_plus_mixup_alpha", finite_float, MIXUP_ALPHA, "mixup's Beta(alpha, alpha) (0: no mixing)"),
+    ("elr_plus_ema_alpha", finite_float, None,
+     "final weight of the average's past (default: the release's, 0.997; 0.9999 on Clothing1M)"),
+    ("elr_plus_ema_update", "choice", None,
+     "how that weight rises: sigmoid (ramped up over --elr_plus_ema_step steps) or average "
+     "(min(1 - 1/(step + 1), alpha)) (default: the release's, sigmoid; average on Clothing1M)"),
+    ("elr_plus_ema_step", integer, None,
+     "steps of the sigmoid ramp-up of the averaging weight (default: the release's, 40000; 0 on "
+     "Clothing1M, where it is unused)"),
+    ("elr_plus_coef_step", integer, None,
+     "steps of the sigmoid ramp-up of lambda (default: the release's, 0 (none) on CIFAR-10 and "
+     "every other data set, 40000 on CIFAR-100)"),
+    ("elr_plus_warmup", integer, 0, "epochs of plain cross-entropy first (the release's 0)"),
+    ("elr_plus_weight_labels", "bool", None,
+     "multiply the mixed label by the mixed target before the cross-entropy (default: the "
+     "release's, on for 100 classes, else off)"),
+]
+
+
+# Each flag's valid values: (name, test, what the refusal says after the value).
+CHECKS = [
+    ("elr_plus_lambda", lambda v: v >= 0, "must be >= 0 (it weighs a regulariser)"),
+    ("elr_plus_beta", lambda v: 0 <= v < 1, "is outside [0, 1): it is the momentum of the targets' running average"),
+    ("elr_plus_mixup_alpha", lambda v: v >= 0, "must be >= 0 (the Beta distribution's parameter; 0: no mixing)"),
+    ("elr_plus_ema_alpha", lambda v: 0 <= v < 1, "is outside [0, 1): it is the weight of the average's past"),
+    ("elr_plus_ema_step", lambda v: v >= 0, "must be >= 0 (a number of steps)"),
+    ("elr_plus_coef_step", lambda v: v >= 0, "must be >= 0 (a number of steps)"),
+    ("elr_plus_warmup", lambda v: v >= 0, "must be >= 0 (a number of epochs)"),
+]
+
+
 def released_defaults(dataset, noise_type):
     """The release's settings for this data set and noise (its asym file for CIFAR-10 asym)."""
     key = f"{dataset}-asym" if dataset == "cifar10" and noise_type == "asym" else dataset
@@ -131,35 +171,10 @@ class ELRPlus(Method):
 
     @classmethod
     def add_flags(cls, group, defaults):
-        group.add_argument("--elr_plus_lambda", type=finite_float, default=defaults.get("elr_plus_lambda"),
-                           help="weight of the regulariser (default: the release's, 3 on CIFAR-10, "
-                                "Clothing1M and every other data set, 1 on CIFAR-10 asym, 7 on CIFAR-100)")
-        group.add_argument("--elr_plus_beta", type=finite_float, default=defaults.get("elr_plus_beta"),
-                           help="momentum of the targets' running average (default: the release's, 0.7 "
-                                "on CIFAR-10, Clothing1M and every other data set, 0.9 on CIFAR-10 asym "
-                                "and CIFAR-100)")
-        group.add_argument("--elr_plus_mixup_alpha", type=finite_float,
-                           default=defaults.get("elr_plus_mixup_alpha", MIXUP_ALPHA),
-                           help="mixup's Beta(alpha, alpha) (0: no mixing)")
-        group.add_argument("--elr_plus_ema_alpha", type=finite_float, default=defaults.get("elr_plus_ema_alpha"),
-                           help="final weight of the average's past (default: the release's, 0.997; "
-                                "0.9999 on Clothing1M)")
-        group.add_argument("--elr_plus_ema_update", choices=EMA_UPDATES, default=defaults.get("elr_plus_ema_update"),
-                           help="how that weight rises: sigmoid (ramped up over --elr_plus_ema_step "
-                                "steps) or average (min(1 - 1/(step + 1), alpha)) (default: the "
-                                "release's, sigmoid; average on Clothing1M)")
-        group.add_argument("--elr_plus_ema_step", type=integer, default=defaults.get("elr_plus_ema_step"),
-                           help="steps of the sigmoid ramp-up of the averaging weight (default: the "
-                                "release's, 40000; 0 on Clothing1M, where it is unused)")
-        group.add_argument("--elr_plus_coef_step", type=integer, default=defaults.get("elr_plus_coef_step"),
-                           help="steps of the sigmoid ramp-up of lambda (default: the release's, 0 (none) "
-                                "on CIFAR-10 and every other data set, 40000 on CIFAR-100)")
-        group.add_argument("--elr_plus_warmup", type=integer, default=defaults.get("elr_plus_warmup", 0),
-                           help="epochs of plain cross-entropy first (the release's 0)")
-        group.add_argument("--elr_plus_weight_labels", action=argparse.BooleanOptionalAction,
-                           default=defaults.get("elr_plus_weight_labels"),
-                           help="multiply the mixed label by the mixed target before the cross-entropy "
-                                "(default: the release's, on for 100 classes, else off)")
+        for name, kind, default, text in FLAGS:
+            kwargs = {"choices": EMA_UPDATES} if kind == "choice" else \
+                {"action": argparse.BooleanOptionalAction} if kind == "bool" else {"type": kind}
+            group.add_argument(f"--{name}", default=defaults.get(name, default), help=text, **kwargs)
 
     @classmethod
     def check_flags(cls, cfg):
@@ -172,21 +187,9 @@ class ELRPlus(Method):
                 setattr(cfg, flag, released[key])
         if cfg.elr_plus_weight_labels is None:
             cfg.elr_plus_weight_labels = dataset_spec(cfg.dataset).num_classes == 100
-        if cfg.elr_plus_lambda < 0:
-            raise UserError(f"--elr_plus_lambda {cfg.elr_plus_lambda} must be >= 0 (it weighs a regulariser)")
-        if not 0.0 <= cfg.elr_plus_beta < 1.0:
-            raise UserError(f"--elr_plus_beta {cfg.elr_plus_beta} is outside [0, 1): it is the momentum "
-                            "of the targets' running average")
-        if cfg.elr_plus_mixup_alpha < 0:
-            raise UserError(f"--elr_plus_mixup_alpha {cfg.elr_plus_mixup_alpha} must be >= 0 (the Beta "
-                            "distribution's parameter; 0: no mixing)")
-        if not 0.0 <= cfg.elr_plus_ema_alpha < 1.0:
-            raise UserError(f"--elr_plus_ema_alpha {cfg.elr_plus_ema_alpha} is outside [0, 1): it is the "
-                            "weight of the average's past")
-        for flag in ("elr_plus_ema_step", "elr_plus_coef_step", "elr_plus_warmup"):
-            if getattr(cfg, flag) < 0:
-                raise UserError(f"--{flag} {getattr(cfg, flag)} must be >= 0 (a number of "
-                                f"{'epochs' if flag.endswith('warmup') else 'steps'})")
+        for flag, ok, why in CHECKS:
+            if not ok(getattr(cfg, flag)):
+                raise UserError(f"--{flag} {getattr(cfg, flag)} {why}")
         if cfg.elr_plus_warmup >= cfg.n_epoch:
             raise UserError(f"--elr_plus_warmup {cfg.elr_plus_warmup} leaves none of the {cfg.n_epoch} "
                             "epochs to ELR+: use fewer warm-up epochs or a larger --n_epoch")
