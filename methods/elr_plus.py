@@ -19,6 +19,9 @@ d = r(step + 1, ema_step) * ema_alpha (or min(1 - 1/(step + 1), ema_alpha), the 
 ema_update false), r the release's sigmoid ramp-up exp(-5 (1 - min(step, T) / T)^2)
 (1 at T = 0). On 100-class data sets the release also multiplies the mixed label by q and
 renormalises it before the cross-entropy: --elr_plus_weight_labels, on by default there.
+Both networks step on each batch in turn, network 1 first (the release trains one whole
+epoch of each in turn), each with its own mixup draw. --elr_plus_warmup epochs of plain
+cross-entropy may come first (the release's warm-up; none by default, as released).
 
 The averaged copies start from weights of their own (the release initialises them apart),
 are never trained, average the parameters only, and compute the targets in training mode
@@ -50,7 +53,7 @@ RELEASED = {
     "cifar100": dict(lam=7.0, beta=0.9, coef_step=40000, ema_alpha=0.997, ema_update="sigmoid", ema_step=40000),
     "clothing1m": dict(lam=3.0, beta=0.7, coef_step=0, ema_alpha=0.9999, ema_update="average", ema_step=0),
 }
-MIXUP_ALPHA = 1.0   # every configuration's mixup_alpha
+MIXUP_ALPHA = 1.0   # the mixup_alpha of all four
 EMA_UPDATES = ("sigmoid", "average")
 
 

@@ -16,6 +16,7 @@ from conftest import ROOT, parse_flags
 from errors import UserError
 from methods.elr_plus import ELRPlus, MeanOfLogits, elr_plus_loss, ema_decay, sigmoid_rampup
 from test_methods_runs import SMALL, assert_sigterm_resume_is_exact
+from utils.engine import evaluate_all
 from utils.state import Network, RunState
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,7 +102,8 @@ def linear_run(inits, n, k, lr):
 def test_two_steps_of_both_networks_match_numpy():
     """Network 1 steps on targets from network 2's average as it stood, then its own average
     moves; network 2 steps on targets from network 1's average just moved (the same batch,
-    its own mixup draw), as ELR_plus/trainer/trainer.py:102-120 with the networks in turn."""
+    its own mixup draw), as ELR_plus/trainer/trainer.py:102-120 with the networks in turn;
+    then the engine evaluates the mean of their logits (trainer.py:231-234) and each model."""
     rng = np.random.default_rng(3)
     n, d, k, lr, beta, lam_reg, ema_alpha = 10, 5, 3, 0.3, 0.6, 2.0, 0.9
     inits = [(rng.normal(size=(k, d)), rng.normal(size=k)) for _ in range(4)]  # net1, net2, ema1, ema2
@@ -149,11 +151,30 @@ def test_two_steps_of_both_networks_match_numpy():
         np.testing.assert_allclose(method.emas[net].model.bias.numpy(), emas[net][1], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(method.targets[net].numpy(), targets[net], rtol=1e-5, atol=1e-7)
     assert method.step == 2 and (targets[0][[2, 4, 6, 8]] == 0).all()
-    # the evaluated model is the mean of the two networks' logits
-    xt = torch.tensor(x, dtype=torch.float32)
-    pair = method.test_model(run)
-    assert isinstance(pair, MeanOfLogits)
-    torch.testing.assert_close(pair(xt), 0.5 * (run.model(xt) + run.networks["net2"].model(xt)))
+    # the engine's main columns are the mean of the two networks' logits; the networks and
+    # the averages get suffixed columns (test_loss: the mean cross-entropy of each)
+    assert isinstance(method.test_model(run), MeanOfLogits)
+    run.method = method
+    run.eval_splits = {"test": OneBatch(torch.tensor(x, dtype=torch.float32), torch.tensor(y))}
+    columns = evaluate_all(run)
+    logits = {"_net1": x @ nets[0][0].T + nets[0][1], "_net2": x @ nets[1][0].T + nets[1][1],
+              "_ema1": x @ emas[0][0].T + emas[0][1], "_ema2": x @ emas[1][0].T + emas[1][1]}
+    logits[""] = 0.5 * (logits["_net1"] + logits["_net2"])
+    for suffix, z in logits.items():
+        ce = -np.log(np_softmax(z)[np.arange(n), y]).mean()
+        assert columns[f"test_loss{suffix}"] == pytest.approx(ce, rel=1e-5), suffix
+        assert columns[f"test_acc{suffix}"] == pytest.approx(100.0 * (z.argmax(1) == y).mean()), suffix
+
+
+class OneBatch:
+    """An evaluation loader of one batch (x, y, indices) on the CPU."""
+    device = torch.device("cpu")
+
+    def __init__(self, x, y):
+        self.batch = (x, y, torch.arange(len(y)))
+
+    def __iter__(self):
+        return iter([self.batch])
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -412,8 +412,9 @@ def train_one_epoch(run, stats, epoch, guard, check_every, desc=""):
 
 def evaluate_all(run, test_confusion=None):
     """{'test_acc': .., 'test_ece': .., 'test_acc_ema': ..} for the method's test model (the
-    main network unless it names another), the networks a method added and its extra models; the main model's test predictions are
-    counted into `test_confusion` when given (evaluate)."""
+    main network unless it names another), the networks a method added and its extra
+    models; the test model's predictions are counted into `test_confusion` when given
+    (evaluate)."""
     models = {"": run.method.test_model(run), **{f"_{k}": n.model for k, n in run.networks.items() if k},
               **{f"_{k}": m for k, m in run.method.eval_models().items()}}
     columns = {}
