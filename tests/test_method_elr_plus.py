@@ -1,8 +1,9 @@
 """ELR+ (methods/elr_plus.py) against float64 numpy transcriptions of its release
 (shengliu66/ELR, ELR_plus/): the loss on fixed logits with mixup weights, two whole steps of
 both networks (mixup, targets from the other network's average, SGD, the averages) on
-linear networks, the ramp-ups, the defaults per data set, the refusals, and a digits run
-stopped by SIGTERM and resumed."""
+linear networks, and the engine's columns of the mean of their logits, of each network and
+of each average; the ramp-ups, the defaults per data set, the refusals, the documented
+command lines of the release's plans, and a digits run stopped by SIGTERM and resumed."""
 import math
 import os
 import re
