@@ -156,6 +156,7 @@ class MeanOfLogits(torch.nn.Module):
 
 class ELRPlus(Method):
     name = "elr_plus"
+    title = "ELR+"       # its readable name in figure titles
     summary = "ELR+: two networks with weight averages, mixup, and ELR targets from the other's average"
     knobs = {}   # no value of a flag makes it plain cross-entropy
 
