@@ -14,8 +14,8 @@ A method owns, in its own file:
 
 The engine (utils/engine.py) calls, in this order: from_config(cfg) once, setup(run)
 before training, then each epoch start_epoch(epoch, run), train_step(run, x, y, idx) per
-batch, and after the epoch epoch_columns() and eval_models(). `run` is the engine's
-RunState (utils/state.py): the model, its optimiser, the noisy labels, the loaders.
+batch, and after the epoch epoch_columns(), evaluated_model(run) and eval_models(). `run` is
+the engine's RunState (utils/state.py): the model, its optimiser, the noisy labels, the loaders.
 docs/EXTENDING.md walks through a complete example.
 
 The contract, checked when a run starts, before anything is written (Method.check_contract;

@@ -32,12 +32,17 @@ def released_defaults(dataset, noise_type):
     return RELEASED.get(key, RELEASED["cifar10"])
 
 
+def update_targets(targets, indices, p, beta):
+    """t[indices] <- beta * t[indices] + (1 - beta) * p / sum_k p_k, in place, without gradient."""
+    with torch.no_grad():
+        targets[indices] = beta * targets[indices] + (1.0 - beta) * p / p.sum(dim=1, keepdim=True)
+
+
 def elr_loss(logits, labels, targets, indices, lam, beta):
     """CE + lam * mean log(1 - <p, t>) after t[indices] <- beta t + (1 - beta) p / sum p.
     `targets` (N, K) is updated in place."""
     p = torch.softmax(logits.float(), dim=1).clamp(CLAMP, 1.0 - CLAMP)
-    with torch.no_grad():
-        targets[indices] = beta * targets[indices] + (1.0 - beta) * p / p.sum(dim=1, keepdim=True)
+    update_targets(targets, indices, p, beta)
     ce = F.cross_entropy(logits.float(), labels)
     if lam == 0:
         return ce
