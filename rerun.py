@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 
-from core.args import run_main
+from core.args import Parser, run_main
 from core.files import read_json_file
 from errors import UserError
 
@@ -41,15 +41,13 @@ def rerun_command(run_dir, extra):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    show = "--show" in argv[1:]
-    extra = [w for w in argv[1:] if w != "--show"]
-    command, cwd = rerun_command(argv[0], extra)
+    p = Parser(prog="rerun.py", description=__doc__)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (it holds config.json)")
+    p.add_argument("--show", action="store_true", help="print the command, run nothing")
+    args, extra = p.parse_known_args(argv)  # every other word: flags of the run's script
+    command, cwd = rerun_command(args.run_dir, extra)
     print(f"(in {cwd}) {shlex.join(command)}", flush=True)
-    if show:
+    if args.show:
         return 0
     os.chdir(cwd)
     os.execv(command[0], command)

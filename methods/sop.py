@@ -96,7 +96,7 @@ class SOP(Method):
         group.add_argument("--lr_v", type=finite_float, default=defaults.get("lr_v"),
                            help="lr of the per-sample v (default: the release's, 10; 100 on CIFAR-100 asym)")
         group.add_argument("--sop_init_mean", type=finite_float, default=defaults.get("sop_init_mean", 0.0),
-                           help="mean of the normal initialisation of u and v (default: 0)")
+                           help="mean of the normal initialisation of u and v")
         group.add_argument("--sop_init_std", type=finite_float, default=defaults.get("sop_init_std", 1e-8),
                            help="standard deviation of the normal initialisation of u and v")
         group.add_argument("--sop_plus", action="store_true",
@@ -202,7 +202,7 @@ class SOP(Method):
             net.scaler.step(net.optimizer)
             net.scaler.update()
 
-    def divergence_hint(self):
+    def divergence_hint(self, script):
         return "Try a smaller --lr_u or --lr_v, or a lower --lr."
 
     def state_dict(self):

@@ -148,6 +148,11 @@ def known_flags(target, words):
         for script in scripts:
             known |= help_flags(script, *(method_argv if script == "train.py" else ()))
         return known
+    if target == "rerun.py":
+        # Every word after the run folder goes to the run's script: any script's flags count.
+        scripts = [f for f in os.listdir(ROOT) if f.endswith(".py") and help_flags(f) is not None
+                   and f not in ("rerun.py", "sweep.py", "summarize.py", "demo.py", "preflight.py")]
+        return set(help_flags(target)).union(*(help_flags(s) for s in scripts))
     if target == "train.py":
         # A flag of another method is refused by name (the manual shows such refusals): it
         # exists, so the flags of every method count.

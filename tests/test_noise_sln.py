@@ -117,7 +117,7 @@ def test_dependent_noise_finds_the_released_layout_or_says_how_to_make_it(tmp_pa
 
 @pytest.mark.parametrize("name", ["sym", "symmetric", "pairflip", "asym", "instance", "clean"])
 def test_every_label_noise_name_works_in_both_parsers(name):
-    common = ["--dataset", "digits", "--noise_rate", "0.3"]
+    common = ["--dataset", "digits"] + ([] if name == "clean" else ["--noise_rate", "0.3"])  # clean takes no rate
     gls = parse_flags("main_warmup", *common, "--noise_type", name)
     sln = parse_flags("noise_cifar_train", *common, "--noise_mode", name)
     gls_labels, sln_labels = prepare_data(gls)[1], prepare_data(sln)[1]

@@ -328,8 +328,8 @@ def test_gpu_id_picks_the_cuda_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     cfg = parse("--gpu_id", "1")
     assert cfg.device == "cuda:1"
-    cfg = parse("--gpu_id", "1", "--device", "cpu")  # an explicit --device wins
-    assert cfg.device == "cpu"
+    with pytest.raises(UserError, match="--gpu_id 1 picks the CUDA device when --device is auto"):
+        parse("--gpu_id", "1", "--device", "cpu")  # two choices of the device: one would be dropped
     with pytest.raises(UserError, match="--gpu_id 2"):
         parse("--gpu_id", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -286,8 +286,8 @@ def test_a_changed_estimator_checkpoint_makes_the_finished_run_stale(tmp_path, c
     assert "input: --estimate_from" in str(err.value) and "best_val_loss.pt" in str(err.value)
     capsys.readouterr()  # a sweep's planning finds it stale too
     assert sweep.main(["train.py", "--method", "backward", *SMALL, *VAL, "--n_epoch", "1", "--transition", "estimate",
-                       "--estimate_from", ce, "--result_dir", str(tmp_path / "runs"), "--seeds", "0", "--dry-run"]) != 0
-    assert "input: --estimate_from" in capsys.readouterr().err
+                       "--estimate_from", ce, "--result_dir", str(tmp_path / "runs"), "--seeds", "0"]) == 2
+    assert "input: --estimate_from" in capsys.readouterr().err  # refused before anything starts
 
 
 def test_a_moved_estimator_keeps_the_finished_run_and_resumes_the_interrupted_one(tmp_path, ce_run, capsys):

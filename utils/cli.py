@@ -367,21 +367,22 @@ def refuse_unused_flags(cfg, default):
          f"--noise_seed {cfg.noise_seed} seeds drawn labels, and --noise_file gives them: drop one"),
         (cfg.noise_path is None or noise.group.startswith("CIFAR-N"),
          f"--noise_path names a CIFAR-N label file, and noise type {noise.name} reads none: drop it"),
-        (not hasattr(cfg, "gpu_id") or not changed("gpu_id") or cfg.device == "auto",
-         f"--gpu_id {getattr(cfg, 'gpu_id', 0)} picks the CUDA device when --device is auto, and --device "
-         f"{cfg.device} decides here: drop one"),
     ])
 
 
 def validate_sln_family(cfg, spec):
     """--num_class must match the data set; --gpu_id becomes --device cuda:N when --device is
-    auto and CUDA is present (an explicit --device wins)."""
+    auto and CUDA is present (beside an explicit --device it is refused: one of the two would
+    be dropped)."""
     if cfg.num_class is None:
         cfg.num_class = spec.num_classes
     require([
         (cfg.num_class == spec.num_classes, f"--num_class {cfg.num_class} does not match {cfg.dataset}, "
                                             f"which has {spec.num_classes} classes: pass --num_class {spec.num_classes}"),
         (cfg.gpu_id >= 0, f"--gpu_id {cfg.gpu_id} must be >= 0"),
+        (cfg.gpu_id == 0 or cfg.device == "auto",  # checked before --gpu_id sets the device
+         f"--gpu_id {cfg.gpu_id} picks the CUDA device when --device is auto, and --device "
+         f"{cfg.device} decides here: drop one"),
     ])
     if cfg.device == "auto" and torch.cuda.is_available():
         if cfg.gpu_id >= torch.cuda.device_count():
