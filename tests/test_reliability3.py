@@ -294,3 +294,51 @@ def run_in_process_load(extra):
     import main_GLS_load
     return main_GLS_load.find_warmup_checkpoint(parse_flags("main_GLS_load", *ARGV, *extra))
 
+
+
+# ---------------------------------------------------------------- an outside input gone: --noise_file
+
+def test_a_run_whose_noise_file_is_gone_is_kept_and_resumed_from_its_own_folder(tmp_path):
+    """--noise_file is read when the run starts: once the run holds its labels in its folder,
+    the file may move. A finished run is kept by --if_exists auto, an interrupted one resumes
+    to the metrics of a run never interrupted; a fresh start without the file is refused."""
+    import shutil
+    import signal
+
+    import numpy as np
+
+    from conftest import read_csv
+    from data import load_dataset
+    from methods.gls import GLS
+
+    clean = load_dataset("digits").train_labels
+    noisy = (clean + (np.arange(len(clean)) % 3 == 0)) % 10
+    path = tmp_path / "labels.csv"
+    path.write_text("label,label_noisy\n" + "".join(f"{c},{n}\n" for c, n in zip(clean, noisy)))
+    argv = [*TINY, "--width", "4", "--n_epoch", "3", "--noise_file", str(path)]
+
+    class StopAtTwo(GLS):
+        def start_epoch(self, epoch, run_state):
+            if epoch == 2:
+                signal.raise_signal(signal.SIGTERM)
+
+    def train(result_dir, *extra, method_cls=GLS):
+        cfg = parse_flags("main_GLS_direct_train", *argv, "--result_dir", str(result_dir), *extra)
+        return run(cfg, "main_GLS_direct_train", method_cls.from_config(cfg))
+
+    def folder(name):
+        scripts = tmp_path / name / "main_GLS_direct_train"
+        return os.path.join(scripts, os.listdir(scripts)[0])
+
+    assert train(tmp_path / "whole") == 0
+    assert train(tmp_path / "parts", method_cls=StopAtTwo) == 143
+    shutil.move(path, tmp_path / "moved.csv")
+    assert train(tmp_path / "whole", "--if_exists", "auto") == 0  # finished: kept as it is
+    assert train(tmp_path / "parts", "--if_exists", "auto") == 0  # resumed from its own labels
+    rows = [[{k: v for k, v in r.items() if k != "epoch_time_s"} for r in read_csv(os.path.join(folder(n), "metrics.csv"))]
+            for n in ("whole", "parts")]
+    assert rows[0] == rows[1] and len(rows[0]) == 3
+    assert read_json(os.path.join(folder("parts"), "summary.json"))["status"] == "finished"
+    with pytest.raises(UserError, match="--noise_file .*labels.csv: no such file"):
+        train(tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()

@@ -261,7 +261,7 @@ def check_folder_flag(flag, path):
 
 def check_file_flag(flag, path, missing_ok=False):
     """A file flag names an existing regular file (or nothing there, with `missing_ok`)."""
-    if missing_ok and path is not None and not os.path.lexists(path):
+    if missing_ok and path and not os.path.lexists(path):  # an empty path is never a file to come
         return
     if path is not None and not os.path.isfile(path):
         what = ("a folder, not a file" if os.path.isdir(path) else
@@ -332,7 +332,9 @@ def validate(cfg, preset, method_cls):
          "always starts from random weights: drop --pretrained_path or use --model resnet50"),
     ])
     check_model_fits(cfg.model, spec)
-    check_file_flag("--noise_file", cfg.noise_file)
+    # a file gone is refused when a run must read it (a fresh start); a run that has started
+    # takes its labels from its own folder
+    check_file_flag("--noise_file", cfg.noise_file, missing_ok=True)
     check_file_flag("--noise_path", cfg.noise_path, missing_ok=True)  # downloaded when missing
     check_file_flag("--pretrained_path", cfg.pretrained_path)
     check_folder_flag("--result_dir", cfg.result_dir)

@@ -152,6 +152,14 @@ def record_kept_stale(folder, changes, current):
 
 # ---------------------------------------------------------------- prepare
 
+def saved_labels(folder):
+    """(noisy labels, provenance) the run folder saved, or None where it saved none."""
+    report = folder.read_json_or_none("noise.json")
+    if report is None or not os.path.isfile(folder.file("noisy_labels.npy")):
+        return None
+    return np.load(folder.file("noisy_labels.npy")), report.get("provenance") or {}
+
+
 def prepare(cfg, config, script, method, folder, action, init_from):
     """The RunState of a run: data, noisy labels, networks, loaders and the method's set-up;
     a resumed run's checkpoint is checked here too. Everything that can refuse the run
@@ -163,7 +171,7 @@ def prepare(cfg, config, script, method, folder, action, init_from):
     spec = dataset_spec(cfg.dataset)
     check_memory(cfg, spec, device)
     seed_everything(cfg.seed)
-    data, noisy, provenance, noise = prepare_data(cfg)
+    data, noisy, provenance, noise = prepare_data(cfg, saved_labels(folder) if action == "resume" else None)
     made_by = ident.made_by(code_paths(cfg, script, method), ident.data_fingerprint(data), noisy,
                             device_name(device), method.inputs())
     identity = label_identity(cfg, noisy, provenance, noise)
