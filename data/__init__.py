@@ -152,17 +152,19 @@ def prepare_data(cfg, saved=None):
     """Load cfg.dataset and make its noisy train labels (in the data set's train order):
     (data, labels, provenance, noise type). --noise_file takes the labels from a
     `label,label_noisy` CSV whatever the type: the type and rate then only name the run,
-    and the actual rate is measured. `saved`: (labels, provenance) a run folder holds, used
-    when its --noise_file is gone (a run that has started needs nothing but itself)."""
+    and the actual rate is measured. `saved`: () -> (labels, provenance) a run folder holds
+    (or None), read when its --noise_file is gone (a run that has started needs nothing but
+    itself)."""
     from .noise import file_provenance, noisy_labels_from_file
 
     data = load_dataset(cfg.dataset, cfg.data_root, cfg)
     noise = noise_type(cfg.noise_type)
     if cfg.noise_file and not os.path.lexists(cfg.noise_file):
-        if saved is None:
+        kept = saved() if saved is not None else None
+        if kept is None:
             raise UserError(f"--noise_file {cfg.noise_file}: no such file; pass the path of an existing "
                             "file")
-        noisy, provenance = saved
+        noisy, provenance = kept
     elif cfg.noise_file:
         noisy = noisy_labels_from_file(cfg.noise_file, data.train_labels, data.num_classes)
         provenance = file_provenance(cfg.noise_file)

@@ -153,11 +153,14 @@ def record_kept_stale(folder, changes, current):
 # ---------------------------------------------------------------- prepare
 
 def saved_labels(folder):
-    """(noisy labels, provenance) the run folder saved, or None where it saved none."""
-    report = folder.read_json_or_none("noise.json")
-    if report is None or not os.path.isfile(folder.file("noisy_labels.npy")):
-        return None
-    return np.load(folder.file("noisy_labels.npy")), report.get("provenance") or {}
+    """() -> (noisy labels, provenance) the run folder saved (a damaged file: a UserError
+    naming it), or None where it saved none: called only when they are needed."""
+    def read():
+        report = folder.read_json_or_none("noise.json")
+        if report is None or not os.path.isfile(folder.file("noisy_labels.npy")):
+            return None
+        return folder.load_npy("noisy_labels.npy"), report.get("provenance") or {}
+    return read
 
 
 def prepare(cfg, config, script, method, folder, action, init_from):
