@@ -970,10 +970,10 @@ def test_a_signal_while_the_data_load_stops_before_any_file(ctx, sig, times, cod
     import utils.engine
     prepare_data = utils.engine.prepare_data
 
-    def signalled(cfg):
+    def signalled(cfg, *args):
         for _ in range(times):
             signal.raise_signal(sig)
-        return prepare_data(cfg)
+        return prepare_data(cfg, *args)
     ctx.monkeypatch.setattr(utils.engine, "prepare_data", signalled)
     assert run_script(D, TINY4 + ["--n_epoch", "1", "--result_dir", ctx.tmp])[0] == code
     assert os.listdir(ctx.tmp) == []
