@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from core.device import cpu_fallback_warning, device_name, pick_device, seed_everything, speed_settings
-from core.files import RESTART, atomic_write_text, file_error, read_json_file, warn
+from core.files import RESTART, atomic_write_text, file_error, warn
 from data import dataset_spec, declared_in, hold_out_validation, prepare_data
 from data.download import no_downloads
 from data.noise import transition_matrix
@@ -89,10 +89,9 @@ def keep_result(cfg, script, method, folder, action):
             raise UserError(stale_message(folder.path, action, changes))
         record_kept_stale(folder, changes, current)
         print(f"{folder.path}: kept deliberately (--keep_stale) although " + "; ".join(changes))
-    done, _ = read_json_file(folder.file("summary.json"))
     if action == "finished":
         print(f"{folder.path} already finished; nothing to do")
-        print(result_line(done or {}))
+        print(result_line(folder.summary() or {}))
         print(f"results: {os.path.abspath(folder.path)}")
         return 0
     print(f"{folder.path} diverged earlier (a result, kept); --retry_diverged trains it again")
