@@ -4,6 +4,9 @@ Light on purpose (no torch): a script imports this first, and everything heavy i
 main(), so that a Ctrl-C while torch loads ends like any other (exit 130, no traceback).
 """
 import argparse
+import collections
+import contextlib
+import contextvars
 import difflib
 import errno
 import re
@@ -12,6 +15,37 @@ import sys
 from errors import UserError
 
 SEED_RANGE = 2 ** 32  # numpy's RandomState takes seeds in [0, 2^32)
+
+# One flag of a parser: its destination, whether it takes a value, and its default.
+Flag = collections.namedtuple("Flag", "dest takes_value default")
+
+_RAISING = contextvars.ContextVar("flag_errors_raise", default=False)
+
+
+class FlagError(UserError):
+    """A flag a parser refuses, raised instead of exiting inside `flag_errors_raise()`."""
+
+
+@contextlib.contextmanager
+def flag_errors_raise():
+    """Inside it, a Parser that refuses its flags raises FlagError with the message it would
+    print, instead of printing it and exiting: code that plans runs (utils/plan.py) gets the
+    script's own words as an exception, without reading anything printed for people."""
+    token = _RAISING.set(True)
+    try:
+        yield
+    finally:
+        _RAISING.reset(token)
+
+
+def flag_table(parser):
+    """{option string: Flag} of an argparse parser: the one place that reads its actions."""
+    return {s: Flag(a.dest, a.nargs != 0, a.default) for a in parser._actions for s in a.option_strings}
+
+
+def flag_dests(parser):
+    """The destinations of an argparse parser's flags (its --help left out)."""
+    return {f.dest for f in flag_table(parser).values()} - {"help"}
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -44,7 +78,7 @@ class Parser(argparse.ArgumentParser):
             r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
 
     def option_names(self):
-        return sorted(s for a in self._actions for s in a.option_strings if s.startswith("--"))
+        return sorted(s for s in flag_table(self) if s.startswith("--"))
 
     def parse_args(self, args=None, namespace=None):
         cfg, extra = self.parse_known_args(args, namespace)
@@ -65,7 +99,10 @@ class Parser(argparse.ArgumentParser):
         return f"unknown flag {name}{hint}"
 
     def error(self, message):
-        self.exit(2, f"error: {message}\n({self.prog} --help lists every flag with its default)\n")
+        text = f"{message}\n({self.prog} --help lists every flag with its default)"
+        if _RAISING.get():
+            raise FlagError(text)
+        self.exit(2, f"error: {text}\n")
 
 
 def finite_float(text):

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from core.args import flag_dests
 from core.plugins import discover
 from errors import UserError
 
@@ -101,7 +102,7 @@ def flags_of_others(cfg):
                 continue
             p = argparse.ArgumentParser(add_help=False)
             plugin.flags(p, {})
-            dests = {a.dest for a in p._actions}
+            dests = flag_dests(p)
             if plugin.name in used:
                 mine |= dests
             else:

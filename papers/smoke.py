@@ -11,8 +11,9 @@ epoch_flags (scaled to the smoke epochs), so a new recipe gets its smoke run unc
 """
 import dataclasses
 import functools
-import importlib
 import os
+
+from core.args import flag_table
 
 SMOKE_EPOCHS = 2
 SMOKE_WIDTH = 4
@@ -46,7 +47,9 @@ _PARSERS = {}
 def script_parser(script, words):
     """(method name, parser) of a script for these words (train.py's depend on its --method),
     each parser built once."""
-    preset = importlib.import_module(script).preset(list(words))
+    from utils.plan import script_preset
+
+    preset = script_preset(script, words)
     key = (script, preset.method)
     if key not in _PARSERS:
         _PARSERS[key] = preset.parser()
@@ -75,7 +78,7 @@ def smoke_run(paper_run, recipe, data_dir):
 
     words = paper_run.words()
     method, parser = script_parser(paper_run.script, words)
-    dest = {s.lstrip("-"): a.dest for a in parser._actions for s in a.option_strings}
+    dest = {s.lstrip("-"): f.dest for s, f in flag_table(parser).items()}
     cfg = parser.parse_args(words)
     epoch_flags = set(get_method(method).epoch_flags)
     epochs = cfg.n_epoch

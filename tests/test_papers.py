@@ -101,7 +101,7 @@ def test_sln_clothing1m_runs():
 
 
 def test_summary_reads_the_plain_network_at_the_momentum_models_best_val_epoch():
-    from utils.metrics import summarize_rows
+    from utils.schema import best_results as summarize_rows
     val_ema = [60.0, 71.0, 70.0, 71.0]  # the first maximum is epoch 2
     val = [65.0, 60.0, 75.0, 61.0]
     test, test_ema = [50.0, 52.0, 58.0, 54.0], [55.0, 66.0, 67.0, 68.0]

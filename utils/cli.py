@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from core.args import SEED_RANGE, Parser, check_device, finite_float, integer
+from core.args import SEED_RANGE, Parser, check_device, finite_float, flag_dests, flag_table, integer
 from core.device import PRECISIONS
 from data import add_data_flags, canonical_noise_type, check_data_flags, dataset_names, dataset_spec, noise_types_help
 from errors import UserError
@@ -216,8 +216,7 @@ def method_flags(method_cls):
     """The option strings and dests of a method's flags."""
     p = argparse.ArgumentParser(add_help=False)
     method_cls.add_flags(p, {})
-    actions = [a for a in p._actions]
-    return {s for a in actions for s in a.option_strings}, {a.dest for a in actions}
+    return set(flag_table(p)), flag_dests(p)
 
 
 def flag_owner(method_cls, flag):
@@ -407,12 +406,10 @@ def comparable_settings(cfg, preset, method_cls):
 def run_preset(preset, argv=None):
     """Parse and check the flags of a preset, build its method, and train (utils.engine.run)."""
     from .engine import run
+    from .plan import plan_run
 
-    cfg, method_cls = preset.parse(argv)
-    method = method_cls.from_config(cfg, **preset.method_options)
-    init_from = functools.partial(preset.init_from, cfg) if preset.init_from else None
-    return run(cfg, preset.script, method, init_from=init_from,
-               comparable=comparable_settings(cfg, preset, method_cls))
+    plan = plan_run(preset, argv)
+    return run(plan.cfg, plan.script, plan.method, init_from=plan.init_from, comparable=plan.comparable)
 
 
 def method_protocol(name, argv, defaults):

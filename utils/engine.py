@@ -30,19 +30,19 @@ from tqdm import tqdm
 
 from core.device import cpu_fallback_warning, device_name, pick_device, seed_everything, speed_settings
 from core.files import RESTART, atomic_write_text, file_error, warn
-from data import dataset_spec, declared_in, hold_out_validation, prepare_data
-from data.download import no_downloads
+from data import dataset_spec, hold_out_validation, prepare_data
 from data.noise import transition_matrix
 from errors import RunFailed, UserError
-from methods import methods as method_registry
 from models import build_model
 
 from . import identity as ident
 from .checkpoints import (best_checkpoint, label_identity, last_checkpoint, load_init_weights,
                           load_resume_state, restore)
 from .compile_check import check_compiled
+from .plan import Identities, code_paths
+from .schema import best_results, header, is_new_best
 from .metrics import (Diverged, EpochStats, TensorBoardLog, check_tensorboard, evaluate, format_row, result_line,
-                      per_class_record, summarize_rows)
+                      per_class_record)
 from .results import claim_run_folder, clear, run_dir
 from .state import Network, RunState
 
@@ -82,7 +82,7 @@ def keep_result(cfg, script, method, folder, action):
     """--if_exists auto on a finished or diverged run: kept when the same code and data would
     make it again (or with --keep_stale, recorded); a stale one is refused, nothing changed."""
     saved = folder.read_json("config.json")  # a damaged one is an error naming it
-    current = current_made_by(cfg, script, method)
+    current = Identities().made_by(cfg, script, method)
     changes = ident.what_changed(saved.get("made_by"), current) if current else []
     if changes:
         if not cfg.keep_stale:
@@ -97,40 +97,6 @@ def keep_result(cfg, script, method, folder, action):
     print(f"{folder.path} diverged earlier (a result, kept); --retry_diverged trains it again")
     print(f"results: {os.path.abspath(folder.path)}")
     return EXIT_DIVERGED
-
-
-def current_made_by(cfg, script, method):
-    """made_by of these flags now, for comparison with a finished run's: the code always;
-    the data when they can be loaded without a download (else a warning, and the code alone);
-    the method's outside inputs that are still there."""
-    code = {"code": {**ident.source_identity(code_paths(cfg, script, method)), **ident.git_identity()},
-            **present_inputs(method)}
-    try:
-        with no_downloads():
-            data, noisy, _, _ = prepare_data(cfg)
-    except UserError as exc:
-        warn(f"the data of this run cannot be loaded to check them ({str(exc).splitlines()[0]}); "
-             "only its code is compared")
-        return code
-    return {**code, "data": {"data_sha1": ident.data_fingerprint(data), "labels_sha1": ident.labels_sha1(noisy)}}
-
-
-def present_inputs(method):
-    """{"inputs": ...} of the method's outside inputs that are there to be compared (a warning
-    for each one that is gone: the run needs it no more), or {} when it has none."""
-    inputs = ident.input_identity(method.inputs())
-    for flag, entry in inputs.items():
-        if entry["sha1"] is None:
-            warn(f"{flag}'s {entry['path']} is gone, so it cannot be compared with the one this run was "
-                 "made from; the run needs it no more")
-    return {"inputs": inputs} if inputs else {}
-
-
-def code_paths(cfg, script, method):
-    """The files the run's code starts from: the script, the method's, the data set's and
-    the noise type's (utils/identity.py follows their imports)."""
-    return [os.path.join(ident.ROOT, f"{script}.py"), method_registry().files[method.name],
-            declared_in(cfg.dataset), declared_in(cfg.noise_type)]
 
 
 def stale_message(path, action, changes):
@@ -369,7 +335,7 @@ def train(run, folder, guard, record):
                     else "No epoch completed, so there is no checkpoint.")
             print(f"error: the loss diverged at epoch {d.epoch}, step {d.step}: the batch loss was {what}. "
                   f"{hint + ' ' if hint else ''}{kept}")
-            print(result_line(summarize_rows(run.rows)))
+            print(result_line(best_results(run.rows)))
             print(f"results: {os.path.abspath(folder.path)}")
             return EXIT_DIVERGED
         except Exception as exc:
@@ -388,7 +354,7 @@ def train(run, folder, guard, record):
         record.write("interrupted")
         print(f"interrupted (signal {guard.signum}) after {run.epoch} complete epochs; "
               "continue with the same command and --if_exists auto (or --resume)")
-        print(result_line(summarize_rows(run.rows)))
+        print(result_line(best_results(run.rows)))
         print(f"results: {os.path.abspath(folder.path)}")
         return EXIT_SIGNAL[guard.signum]
     collapse = collapsed(run)
@@ -397,7 +363,7 @@ def train(run, folder, guard, record):
         print(f"warning: the run collapsed: its last test accuracy, {run.rows[-1]['test_acc']:.2f}%, is "
               f"near chance ({collapse['chance_acc']:.2f}%, the largest test class). "
               f"{method.divergence_hint(run.script)}".rstrip())
-    print(result_line(summarize_rows(run.rows)))
+    print(result_line(best_results(run.rows)))
     print(f"results: {os.path.abspath(folder.path)}")
     return 0
 
@@ -428,22 +394,15 @@ class RunRecord:
         """The summary's header, from the prepared run."""
         cfg, method = run.cfg, run.method
         self.run = run
-        self.summary = {
-            "status": "running", "script": run.script, "run_dir": self.folder.path, "method": method.tag,
-            "method_name": method.name, "method_title": method.title or method.name, "label": method.label,
-            "knobs": method.knob_values(),
-            "knob_baselines": {k: method.knobs[k] for k in method.knob_values()}, "is_ce": method.is_ce(),
-            "comparable": run.comparable,
-            "dataset": cfg.dataset, "noise_type": cfg.noise_type, "noise_rate": cfg.noise_rate,
-            "model": cfg.model, "seed": cfg.seed, "n_epoch": cfg.n_epoch,
-            "actual_noise_rate": run.noise_report["actual_noise_rate"], "device": device_name(run.device),
-            "precision": run.precision, "deterministic": cfg.deterministic,
-            "torch_version": torch.__version__, "init_from": run.init_from}
+        self.summary = header(cfg, run.script, self.folder.path, method, comparable=run.comparable,
+                              actual_noise_rate=run.noise_report["actual_noise_rate"],
+                              device=device_name(run.device), precision=run.precision,
+                              torch_version=torch.__version__, init_from=run.init_from)
 
     def write(self, status, **extra):
         run, summary = self.run, self.summary
         if run is not None:
-            summary.update(summarize_rows(run.rows), epochs_completed=run.epoch,
+            summary.update(best_results(run.rows), epochs_completed=run.epoch,
                            wall_time_s=round(run.wall_time_s, 3),
                            initial_test_acc=(run.initial or {}).get("test_acc"))
             if run.kept_stale_log:
@@ -600,9 +559,9 @@ def save_epoch(run, folder):
     row = rows[-1]
     extra = {**{k: n.model for k, n in run.networks.items() if k}, **run.method.eval_models()}
     key = ("val_acc" if "val_acc" in row else "test_acc") + ("_ema" if "ema" in extra else "")
-    if all(row[key] > r[key] for r in rows[:-1]):
+    if is_new_best(rows, key):
         folder.save_checkpoint("best.pt", best_checkpoint(run, row, key, extra))
-    if "val_loss" in row and all(row["val_loss"] < r["val_loss"] for r in rows[:-1]):
+    if "val_loss" in row and is_new_best(rows, "val_loss", lowest=True):
         # the lowest validation loss: the loss-correction release's rule for the model its
         # transition matrix is estimated from (methods/transition.py)
         folder.save_checkpoint("best_val_loss.pt", best_checkpoint(run, row, "val_loss", extra))

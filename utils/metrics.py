@@ -15,6 +15,8 @@ from core.args import format_duration
 from core.files import file_error
 from errors import UserError
 
+from .schema import per_class_entry
+
 ECE_BINS = 15
 
 
@@ -163,46 +165,7 @@ def per_class_record(epoch, confusion, train):
     confusion[c, j] (None for a class without test images) and `train`, the training
     columns per true class (EpochStats.per_class). Reads the matrix: one host sync."""
     matrix = confusion.tolist()
-    acc = [percent(row[c], sum(row)) for c, row in enumerate(matrix)]
-    return {"epoch": epoch, "test_acc": acc, "test_confusion": matrix, **train}
-
-
-# Columns reported at the last epoch and at the best epoch (of test_acc, or of
-# test_acc_ema for the momentum model's columns) in summary.json.
-EPOCH_COLUMNS = ("test_loss", "test_conf", "test_ece", "train_acc_true", "fit_clean", "mem_noisy",
-                 "fix_noisy")
-
-
-def summarize_rows(rows):
-    """best/last of every *_acc column; for a val split, test accuracy at the best val epoch
-    (and, with a momentum model, the plain network's test accuracy at the momentum model's
-    best val epoch); last and best-epoch values of the calibration and memorisation columns."""
-    if not rows:
-        return {}
-    out = {}
-    for column in rows[0]:
-        split, sep, suffix = column.partition("_acc")
-        if not sep or split not in ("test", "val"):
-            continue
-        best = max(rows, key=lambda row: row[column])  # the first epoch that reaches the maximum
-        out[f"best_{split}_acc{suffix}"] = best[column]
-        out[f"last_{split}_acc{suffix}"] = rows[-1][column]
-        if column == "test_acc":
-            out["best_epoch"] = best["epoch"]
-        if split == "val":
-            out[f"best_val_epoch{suffix}"] = best["epoch"]
-            out[f"test_acc_at_best_val{suffix}"] = best[f"test_acc{suffix}"]
-            if suffix == "_ema" and "test_acc" in best:
-                # the plain network at the momentum model's best validation epoch: the
-                # net.pth the SLN release keeps there (noise_clothing1m_train.py:138-141)
-                out["test_acc_noema_at_best_val_ema"] = best["test_acc"]
-    for column in rows[0]:
-        base, suffix = (column[:-4], "_ema") if column.endswith("_ema") else (column, "")
-        if base in EPOCH_COLUMNS:
-            best = max(rows, key=lambda row: row[f"test_acc{suffix}"])
-            out[f"last_{column}"] = rows[-1][column]
-            out[f"best_epoch_{column}"] = best[column]
-    return out
+    return per_class_entry(epoch, matrix, [percent(row[c], sum(row)) for c, row in enumerate(matrix)], train)
 
 
 def format_row(rows, n_epoch):
@@ -218,7 +181,7 @@ def format_row(rows, n_epoch):
 
 
 def result_line(values):
-    """One line of a run's result from summarize_rows' values: best (with its epoch) and last
+    """One line of a run's result from utils.schema.best_results' values: best (with its epoch) and last
     test accuracy of the network, then of each extra evaluated model (the momentum model
     of SLN-MO: _ema; a second network: _peer)."""
     if "last_test_acc" not in values:

@@ -14,6 +14,8 @@ import torch
 
 from core.device import predict
 
+from .schema import is_new_best
+
 
 @dataclass
 class Network:
@@ -140,9 +142,9 @@ class RunState:
 
     def record_per_class(self, record):
         """The per-class record (utils.metrics.per_class_record) of the epoch just added to
-        rows: it is the last, and the best when its test accuracy beats every earlier
-        epoch's (the first epoch reaching the maximum, summarize_rows' best_epoch)."""
-        best = all(self.rows[-1]["test_acc"] > row["test_acc"] for row in self.rows[:-1])
+        rows: it is the last, and the best when it is the best epoch of test accuracy so far
+        (utils.schema.is_new_best)."""
+        best = is_new_best(self.rows, "test_acc")
         self.per_class = {"best": record if best else self.per_class.get("best"), "last": record}
 
     def load_progress(self, state):
