@@ -15,9 +15,6 @@ import re
 import stat
 import sys
 
-import numpy as np
-import torch
-
 from errors import UserError
 
 # The way on from a damaged run folder, or one that does not belong to the flags given.
@@ -146,10 +143,66 @@ def read_json_file(path):
     return obj, None
 
 
+NAME_MAX = 255  # bytes of one path component on Linux file systems
+
+
+def existing_ancestor(path):
+    """The nearest folder above `path` (or `path` itself) that exists."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def check_output_folder(what, path, fix="pass another folder", room=0, separators="\n\r"):
+    """Refuse a folder a tool is about to write in, before anything is written: empty, with a
+    line break (or another of `separators`: a tab where a tab-separated file lists it), a
+    link to nothing, a file, under a file, not writable, or with a name longer than its file
+    system allows (`room`: the longest name written inside it). `what` names it in the
+    message ("--out", "the log folder (default of --log_dir)"), `fix` ends it."""
+    if not path:
+        raise UserError(f"{what} is empty (an unset shell variable?): pass a folder")
+    if any(c in path for c in separators):
+        raise UserError(f"{what} {path!r} holds a line break{' or a tab' if chr(9) in separators else ''}: "
+                        "pass a folder name without one")
+    if os.path.lexists(path) and not os.path.exists(path):
+        raise UserError(f"{what} {path} is a symbolic link to nothing ({os.readlink(path)}): fix or remove "
+                        f"the link, or {fix}")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{what} {path} is a file, not a folder: {fix}")
+    base = existing_ancestor(path)
+    if not os.path.isdir(base):
+        raise UserError(f"{what} {path} cannot be created: {base} is a file; {fix}")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path} cannot be written: {base} is not writable by you; {fix}")
+    check_path_length(what, path, room)
+
+
+def check_path_length(what, path, room=0):
+    """Refuse a path with a name longer than its file system allows, or longer as a whole
+    (`room`: the longest name written inside it)."""
+    full = os.fsencode(os.path.abspath(path))
+    try:
+        base = existing_ancestor(path)
+        name_max, path_max = os.pathconf(base, "PC_NAME_MAX"), os.pathconf(base, "PC_PATH_MAX")
+    except OSError:
+        name_max, path_max = NAME_MAX, 4096
+    long = [n for n in full.split(b"/") if len(n) > name_max]
+    shown = path if len(path) < 100 else f"{path[:60]}...{path[-30:]}"
+    if long:
+        raise UserError(f"{what} {shown!r}: the name {os.fsdecode(long[0][:40])}... has {len(long[0])} "
+                        f"bytes, and this file system allows {name_max}: use shorter names")
+    if len(full) + room >= path_max:
+        raise UserError(f"{what} {shown!r} is {len(full)} bytes long; with the files written there it "
+                        f"would exceed this system's limit of {path_max}: use a shorter path")
+
+
 def load_checkpoint(path, map_location="cpu", fix="pass a checkpoint written by this project"):
     """Our checkpoints hold tensors and plain Python values only: weights_only loading works.
     A missing or unreadable file is a UserError ending with `fix`, the caller's way on."""
     try:
+        import torch
+
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist: {fix}") from None
@@ -189,12 +242,16 @@ class RunFolder:
         write_csv(self.file(name), rows, columns)
 
     def save_npy(self, name, array):
+        import numpy as np
+
         buf = io.BytesIO()
         np.save(buf, array)
         atomic_write_bytes(self.file(name), buf.getvalue())
 
     def load_npy(self, name):
         try:
+            import numpy as np
+
             return np.load(self.file(name), allow_pickle=False)
         except FileNotFoundError:
             raise UserError(f"{self.file(name)} is missing: the run folder is damaged; {RESTART}") from None
@@ -203,6 +260,8 @@ class RunFolder:
                             f"{RESTART}") from None
 
     def save_checkpoint(self, name, state):
+        import torch
+
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.file(name), buf.getvalue())
