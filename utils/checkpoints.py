@@ -127,7 +127,7 @@ def restore(run, ckpt, path):
             if name:
                 net.load_state_dict(ckpt["networks"][name])
         run.method.load_state_dict(ckpt["method"])
-        run.load_progress(ckpt["state"])
+        run.history.load_state_dict(ckpt["state"])
         restore_rng(ckpt["rng"])
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise UserError(f"{path} does not fit this run ({str(exc).splitlines()[0]}); {RESTART}") from None
@@ -138,7 +138,7 @@ def last_checkpoint(run):
     return {"model": main.model.state_dict(), "optimizer": main.optimizer.state_dict(),
             "scaler": None if main.scaler is None else main.scaler.state_dict(),
             "networks": {name: net.state_dict() for name, net in run.networks.items() if name},
-            "method": run.method.state_dict(), "state": run.progress(), "rng": capture_rng(),
+            "method": run.method.state_dict(), "state": run.history.state_dict(), "rng": capture_rng(),
             "epoch": run.epoch, "identity": run.identity, "config": run.config}
 
 

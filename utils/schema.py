@@ -1,7 +1,7 @@
 """summary.json, the one file that says what a run is and what it reached: its keys, the
 record of its method, its per-class entries, and which epoch is its best.
 
-The engine writes it through these definitions (utils/engine.py, RunRecord) and the
+The engine writes it through these definitions (utils/record.py, RunRecord) and the
 report reads it through the same ones (summarize.py and report/), so a key is named in
 one place. Pure Python: the report imports it without torch.
 
@@ -19,6 +19,7 @@ The best epoch is the first epoch that reaches the highest value of the selectio
 (test accuracy, or validation accuracy where the run holds out a split; the momentum
 model's where the method has one): `best_row` and `is_new_best` are its only definitions.
 """
+import time
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 # Text fields of the header that the report shows.
@@ -112,3 +113,18 @@ def best_results(rows):
             out[f"last_{column}"] = rows[-1][column]
             out[f"best_epoch_{column}"] = best[column]
     return out
+
+
+def kept_stale_entry(changes, made_by, **more):
+    """One entry of KEPT_STALE: when a result made by other code or data was kept
+    (--keep_stale), what changed, and the code and data (`made_by`, as utils/identity.py
+    records it) that would make it now; `more`: e.g. resumed_at_epoch."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "changes": changes,
+            "code_now": made_by["code"].get("source_sha1"), "data_now": made_by.get("data"), **more}
+
+
+def selection_column(row, momentum=False):
+    """The column whose best epoch (is_new_best) best.pt keeps: validation accuracy where the
+    run holds out a split (`row` has val_acc), else test accuracy; the momentum model's
+    with `momentum`."""
+    return ("val_acc" if "val_acc" in row else "test_acc") + ("_ema" if momentum else "")
