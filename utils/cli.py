@@ -16,6 +16,7 @@ import torch
 
 from core.args import SEED_RANGE, Parser, check_device, finite_float, flag_dests, flag_table, integer
 from core.device import PRECISIONS
+from core.files import NAME_MAX
 from data import add_data_flags, canonical_noise_type, check_data_flags, dataset_names, dataset_spec, noise_types_help
 from errors import UserError
 from methods import get_method, methods
@@ -239,10 +240,10 @@ def require(checks):
             raise UserError(message)
 
 
-NAME_MAX = 255  # bytes of one path component on Linux file systems
-
-
 def check_folder_flag(flag, path):
+    """A folder flag (--result_dir, --data_root) names a folder, or a place where one can be
+    made: a folder that does not exist yet is made by the run (whether it can be written is
+    for the run folder's lock to say, utils/results.py)."""
     if not path:
         raise UserError(f"{flag} is empty (an unset shell variable?): pass a folder")
     if "\n" in path or "\r" in path:
