@@ -160,6 +160,19 @@ def check_output_folder(what, path, fix="pass another folder", room=0, separator
     link to nothing, a file, under a file, not writable, or with a name longer than its file
     system allows (`room`: the longest name written inside it). `what` names it in the
     message ("--out", "the log folder (default of --log_dir)"), `fix` ends it."""
+    check_folder_path(what, path, fix, separators)
+    base = existing_ancestor(path)
+    if not os.path.isdir(base):
+        raise UserError(f"{what} {path} cannot be created: {base} is a file; {fix}")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path} cannot be written: {base} is not writable by you; {fix}")
+    check_path_length(what, path, room)
+
+
+def check_folder_path(what, path, fix="pass another folder", separators="\n\r", file_fix=None):
+    """Refuse a folder path that is empty, holds a line break (or another of `separators`),
+    is a link to nothing or a file (`file_fix` ends that message, else `fix`). A folder that
+    does not exist yet passes: it is made when written."""
     if not path:
         raise UserError(f"{what} is empty (an unset shell variable?): pass a folder")
     if any(c in path for c in separators):
@@ -169,13 +182,7 @@ def check_output_folder(what, path, fix="pass another folder", room=0, separator
         raise UserError(f"{what} {path} is a symbolic link to nothing ({os.readlink(path)}): fix or remove "
                         f"the link, or {fix}")
     if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"{what} {path} is a file, not a folder: {fix}")
-    base = existing_ancestor(path)
-    if not os.path.isdir(base):
-        raise UserError(f"{what} {path} cannot be created: {base} is a file; {fix}")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {path} cannot be written: {base} is not writable by you; {fix}")
-    check_path_length(what, path, room)
+        raise UserError(f"{what} {path} is a file, not a folder: {file_fix or fix}")
 
 
 def check_path_length(what, path, room=0):

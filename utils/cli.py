@@ -16,7 +16,7 @@ import torch
 
 from core.args import SEED_RANGE, Parser, check_device, finite_float, flag_dests, flag_table, integer
 from core.device import PRECISIONS
-from core.files import NAME_MAX
+from core.files import NAME_MAX, check_folder_path
 from data import add_data_flags, canonical_noise_type, check_data_flags, dataset_names, dataset_spec, noise_types_help
 from errors import UserError
 from methods import get_method, methods
@@ -244,19 +244,11 @@ def check_folder_flag(flag, path):
     """A folder flag (--result_dir, --data_root) names a folder, or a place where one can be
     made: a folder that does not exist yet is made by the run (whether it can be written is
     for the run folder's lock to say, utils/results.py)."""
-    if not path:
-        raise UserError(f"{flag} is empty (an unset shell variable?): pass a folder")
-    if "\n" in path or "\r" in path:
-        raise UserError(f"{flag} {path!r} holds a line break: pass a folder name without one")
+    check_folder_path(flag, path, file_fix="pass a folder")
     long = [p for p in path.split(os.sep) if len(os.fsencode(p)) > NAME_MAX]
     if long:
         raise UserError(f"{flag}: the folder name {long[0][:40]!r}... has {len(os.fsencode(long[0]))} bytes, "
                         f"more than the system's limit of {NAME_MAX}: use a shorter name")
-    if os.path.lexists(path) and not os.path.exists(path):
-        raise UserError(f"{flag} {path} is a symbolic link to nothing ({os.readlink(path)}): fix or "
-                        "remove the link, or pass another folder")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"{flag} {path} is a file, not a folder: pass a folder")
 
 
 def check_file_flag(flag, path, missing_ok=False):
