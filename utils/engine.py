@@ -10,7 +10,7 @@
                                 results), checkpoints
 
 How the loop ends (diverged, interrupted, finished) is utils/ending.py's; summary.json and
-the record of a failure are utils/record.py's; the parts of a run's start utils/start.py's.
+the record of a failure are utils/record.py's; the pieces of a run's start utils/start.py's.
 
 Speed rules of the loop: data come from a DeviceLoader already on the device (on
 Clothing1M from worker processes decoding JPEGs, data/clothing1m.py); the step never

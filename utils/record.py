@@ -143,7 +143,7 @@ class RunRecord:
         return "; ".join(problems)
 
     def failure_message(self, exc, tb, record=True):
-        """One line: what failed, when, where in the code, and the way on."""
+        """One line: what failed, when, where in the code, and what to do next."""
         run = self.run
         when = (f"in epoch {self.epoch}" if self.epoch else f"before epoch {run.epoch + 1}" if self.written
                 else "before training started")

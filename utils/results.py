@@ -7,7 +7,7 @@
     noise.json         actual noise rate, empirical transition matrix, where the labels came from
     metrics.csv        one row per epoch
     summary.json       status (running/finished/diverged/interrupted/failed), best and last
-                       values, per-class results, the method's knobs and label, made_by
+                       values, per-class results, the method's tunable flags and label, made_by
     last.pt, best.pt   checkpoints (with what identifies the run's noisy labels and model)
     train_probs.npy    with --record_train_probs: the mean train-set softmax over the epochs
     tensorboard/       with --tensorboard: the metrics as TensorBoard event files
@@ -186,7 +186,7 @@ def claim_run_folder(path, if_exists, retry_diverged=False):
         diverged   --if_exists auto on a diverged run: a result, kept
 
     --if_exists refuse (the default) raises UserError on any folder that holds results,
-    naming the way on. Nothing on disk changes here; the caller clears the folder for
+    naming what to do instead. Nothing on disk changes here; the caller clears the folder for
     `overwrite` once its input has been checked.
     """
     lock = RunLock(path).acquire()

@@ -1,4 +1,4 @@
-"""A run's start, the parts prepare() (utils/engine.py) puts together: the labels a resumed
+"""A run's start, the pieces prepare() (utils/engine.py) puts together: the labels a resumed
 run saved, its networks, the memory check, noise.json, the folder's first files and the
 lines printed before the first epoch.
 """

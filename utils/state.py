@@ -1,4 +1,4 @@
-"""RunState: everything about one run in one typed object, its fixed parts apart from its progress.
+"""RunState: everything about one run in one typed object, what is fixed apart from its progress.
 
 The engine (utils/engine.py) builds it in prepare() from the flags, before anything is
 written; the methods' hooks read it (the model, its optimiser, the noisy labels, the
@@ -88,7 +88,7 @@ PROGRESS_FIELDS = tuple(f.name for f in fields(Progress))
 
 @dataclass
 class RunSetup:
-    """The fixed parts of a run, set before its first epoch."""
+    """What is fixed about a run, set before its first epoch."""
     # --- what the run is
     cfg: object = None
     config: dict = None             # config.json: every flag (and, once written, made_by)
@@ -122,7 +122,7 @@ class RunSetup:
 
 
 class RunState(RunSetup):
-    """A run: its fixed parts (RunSetup) and its progress, `history` (a Progress). The
+    """A run: what is fixed (RunSetup) and its progress, `history` (a Progress). The
     constructor takes the fields of both."""
 
     def __init__(self, history=None, **values):
@@ -131,10 +131,10 @@ class RunState(RunSetup):
         self.history = history if history is not None else Progress(**progress)
 
     @classmethod
-    def for_model(cls, model, optimizer, device, forward=None, scaler=None, **fields):
+    def for_model(cls, model, optimizer, device, forward=None, scaler=None, **values):
         """A RunState around one model, for benchmarks and tests that drive a method's steps
         without the engine."""
-        return cls(device=device, networks={"": Network(model, forward or model, optimizer, scaler)}, **fields)
+        return cls(device=device, networks={"": Network(model, forward or model, optimizer, scaler)}, **values)
 
     # ------------------------------------------------------------ the main network
 
