@@ -128,9 +128,15 @@ class RunEnding:
         return self.print_result(0)
 
     def print_result(self, code):
-        print(result_line(best_results(self.run.rows)))
-        print(f"results: {os.path.abspath(self.folder.path)}")
+        print_result(best_results(self.run.rows), self.folder)
         return code
+
+
+def print_result(values, folder):
+    """The last lines of a run that trained or had trained: its `result:` line (of
+    utils.schema.best_results' values) and `results: PATH`."""
+    print(result_line(values))
+    print(f"results: {os.path.abspath(folder.path)}")
 
 
 def collapsed(run):

@@ -16,8 +16,7 @@ from core.files import atomic_write_text, file_error
 from errors import RunFailed, UserError
 
 from . import identity as ident
-from .ending import EXIT_DIVERGED
-from .metrics import result_line
+from .ending import EXIT_DIVERGED, print_result
 from .plan import Identities
 from .schema import KEPT_STALE, best_results, header, kept_stale_entry
 
@@ -35,8 +34,7 @@ def keep_result(cfg, script, method, folder, action):
         print(f"{folder.path}: kept deliberately (--keep_stale) although " + "; ".join(changes))
     if action == "finished":
         print(f"{folder.path} already finished; nothing to do")
-        print(result_line(folder.summary() or {}))
-        print(f"results: {os.path.abspath(folder.path)}")
+        print_result(folder.summary() or {}, folder)
         return 0
     print(f"{folder.path} diverged earlier (a result, kept); --retry_diverged trains it again")
     print(f"results: {os.path.abspath(folder.path)}")
