@@ -22,6 +22,9 @@ RESTART = "start the run again with --if_exists overwrite"
 # A writer's temporary files: ".tmp<pid>-<name>", and "<name>.tmp<pid>" of earlier versions.
 TMP_PATTERN = re.compile(r"^\.tmp\d+-|\.tmp\d+$")
 MAX_JSON_BYTES = 64 * 2 ** 20  # a summary or config is a few kB; anything this large is not ours
+# Deeper JSON is not a file of this project (a summary is 5 levels deep); refusing it keeps
+# every reader free of RecursionError.
+MAX_JSON_DEPTH = 32
 
 
 def warn(message):
@@ -117,8 +120,9 @@ def write_csv(path, rows, columns):
 
 def read_json_file(path):
     """A JSON object from `path`, or None with what is wrong: (obj, None) or (None, "is
-    missing" / "is not a regular file" / "is not readable JSON (...)" / "holds a JSON list,
-    not an object"). A FIFO or device is never opened (it could block forever)."""
+    missing" / "is not a regular file" / "is not readable JSON (...)", nested more than
+    MAX_JSON_DEPTH levels included / "holds a JSON list, not an object"). A FIFO or device
+    is never opened (it could block forever)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -140,7 +144,21 @@ def read_json_file(path):
         return None, f"is not readable JSON ({exc.__class__.__name__})"
     if not isinstance(obj, dict):
         return None, f"holds a JSON {type(obj).__name__}, not an object"
+    if nested_deeper(obj, MAX_JSON_DEPTH):
+        return None, f"is not readable JSON (nested more than {MAX_JSON_DEPTH} levels deep)"
     return obj, None
+
+
+def nested_deeper(obj, limit):
+    """True if `obj` holds lists or objects nested more than `limit` levels (no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        items = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in items if isinstance(v, (dict, list)))
+    return False
 
 
 NAME_MAX = 255  # bytes of one path component on Linux file systems

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+import report.plots
 import summarize
 from conftest import fail_writing
 
@@ -436,7 +437,7 @@ def capture_legends(monkeypatch):
         legends[os.path.basename(path)] = [[t.get_text() for t in legend.get_texts()] for legend in fig.legends] or [
             [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [] for ax in fig.axes]
         return real(path, fig, **kwargs)
-    monkeypatch.setattr(summarize, "atomic_savefig", save)
+    monkeypatch.setattr(report.plots, "atomic_savefig", save)
     return legends
 
 
@@ -712,7 +713,7 @@ def saved_images(monkeypatch):
     def save(path, fig, **kwargs):
         images[os.path.basename(path)] = [ax.images[0].get_array() if ax.images else None for ax in fig.axes[:3]]
         return real(path, fig, **kwargs)
-    monkeypatch.setattr(summarize, "atomic_savefig", save)
+    monkeypatch.setattr(report.plots, "atomic_savefig", save)
     return images
 
 
