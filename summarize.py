@@ -38,12 +38,13 @@ the same code and data, and writes to OUT_DIR:
                               best and the last epoch (rows normalised, mean over seeds)
                               next to the noise's transition matrix (noise.json)
 
-What a run is comes from its own summary.json: method_name, label, knobs {flag: value},
-knob_baselines {flag: value at which the method is its baseline}, is_ce and comparable
-(the settings it shares with the CE run it is paired with). Runs made before runs recorded
-these are listed and averaged, without knob columns or pairing; the table says so. Runs
-whose code (made_by's source hash) or data (fingerprint, noisy labels) differ are never
-averaged into one group.
+What a run is comes from its own summary.json (the keys of utils/schema.py): method_name,
+label, knobs {flag: value} (a knob: a method's tunable flag whose baseline value makes it
+another method, e.g. GLS at smooth rate 0 is CE), knob_baselines {flag: value at which the
+method is its baseline}, is_ce and comparable (the settings it shares with the CE run it is
+paired with). Runs made before runs recorded these are listed and averaged, without knob
+columns or pairing; the table says so. Runs whose code (made_by's source hash) or data
+(fingerprint, noisy labels) differ are never averaged into one group.
 
 Damaged input is skipped with a warning naming the folder (a config.json that is not a
 JSON object: the run; a damaged summary.json: the run counts as unfinished; a malformed

@@ -15,5 +15,5 @@ per-class results, figures, a paper's table and the runs by state.
     cli.py         the command line
 
 summary.json's keys are utils/schema.py's. A knob is a method's tunable flag whose
-baseline value makes it another method, e.g. smooth_rate 0 = CE (docs/ARCHITECTURE.md).
+baseline value makes it another method, e.g. GLS at smooth rate 0 is CE (docs/ARCHITECTURE.md).
 """

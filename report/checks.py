@@ -67,7 +67,8 @@ def read_method_record(folder, summary):
     return {"method_name": safe_text(summary["method_name"]), "label": safe_text(summary["label"]),
             "knobs": knobs, "knob_baselines": {k: canonical(summary["knob_baselines"][k]) for k in knobs},
             "is_ce": summary["is_ce"], "comparable": canonical(summary.get("comparable")),
-            "method_title": safe_text(summary["method_title"]) if isinstance(summary.get("method_title"), str) else None}
+            "method_title": (safe_text(summary["method_title"]) if isinstance(summary.get("method_title"), str)
+                             else None)}
 
 
 def record_problem(summary):
