@@ -57,18 +57,23 @@ output is written atomically: a full disk leaves the previous file, never half o
 """
 import sys
 
-from core.files import atomic_savefig  # noqa: F401  (the names below: for code that imports them from here)
+from core.files import atomic_savefig
 from report.cli import main as report_main
-from report.cli import summarize, write_outputs  # noqa: F401
-from report.figure_data import group_curve, knob_figures, lines_over  # noqa: F401
-from report.groups import NO_RECORD, group_rows, group_runs  # noqa: F401
-from report.paper import paper_markdown, paper_table  # noqa: F401
-from report.runs import find_runs  # noqa: F401
-from report.stats import t_interval  # noqa: F401
-from utils.schema import ACCURACIES  # noqa: F401
+from report.cli import summarize
+from report.figure_data import group_curve, knob_figures, lines_over
+from report.groups import NO_RECORD, group_rows, group_runs
+from report.paper import paper_markdown, paper_table
+from report.runs import find_runs
+from report.stats import t_interval
+from utils.schema import ACCURACIES
+
+# The report's names that code importing summarize uses (demo.py, sweep.py, the tests).
+__all__ = ["ACCURACIES", "NO_RECORD", "atomic_savefig", "find_runs", "group_curve", "group_rows", "group_runs",
+           "knob_figures", "lines_over", "main", "paper_markdown", "paper_table", "summarize", "t_interval"]
 
 
 def main(argv=None):
+    """summarize.py's command line (report/cli.py), with this docstring as its --help."""
     return report_main(argv, usage=__doc__)
 
 

@@ -1,5 +1,9 @@
 """summarize.py RESULTS --paper NAME: the runs laid out as a paper's table (a recipe of
-papers/), the reference numbers beside ours, each with its source."""
+papers/), the reference numbers beside ours, each with its source.
+
+A cell of the table is the best of its parts: the results it chooses from, each the mean
+over the seeds of one of the recipe's runs (GLS: trained directly, or after the warm-up;
+`--parts` lists them all)."""
 import os
 
 from core.args import flag_errors_raise, flag_table
