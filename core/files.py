@@ -25,6 +25,8 @@ MAX_JSON_BYTES = 64 * 2 ** 20  # a summary or config is a few kB; anything this 
 # Deeper JSON is not a file of this project (a summary is 5 levels deep); refusing it keeps
 # every reader free of RecursionError.
 MAX_JSON_DEPTH = 32
+JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
 def warn(message):
@@ -135,7 +137,8 @@ def read_json_file(path):
         return None, f"is not readable JSON (it is {st.st_size} bytes, far too large)"
     try:
         with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
+            text = f.read()
+        obj = json.loads(text)
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror})"
     except RecursionError:
@@ -144,21 +147,19 @@ def read_json_file(path):
         return None, f"is not readable JSON ({exc.__class__.__name__})"
     if not isinstance(obj, dict):
         return None, f"holds a JSON {type(obj).__name__}, not an object"
-    if nested_deeper(obj, MAX_JSON_DEPTH):
+    if json_depth(text) > MAX_JSON_DEPTH:
         return None, f"is not readable JSON (nested more than {MAX_JSON_DEPTH} levels deep)"
     return obj, None
 
 
-def nested_deeper(obj, limit):
-    """True if `obj` holds lists or objects nested more than `limit` levels (no recursion)."""
-    stack = [(obj, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > limit:
-            return True
-        items = value.values() if isinstance(value, dict) else value
-        stack.extend((v, depth + 1) for v in items if isinstance(v, (dict, list)))
-    return False
+def json_depth(text):
+    """How deeply a JSON text nests lists and objects ({"a": [1]}: 2), counted on the text
+    with its strings left out: a few times faster than walking the parsed object."""
+    depth = deepest = 0
+    for bracket in NOT_BRACKETS.sub("", JSON_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 NAME_MAX = 255  # bytes of one path component on Linux file systems
