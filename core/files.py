@@ -22,6 +22,11 @@ RESTART = "start the run again with --if_exists overwrite"
 # A writer's temporary files: ".tmp<pid>-<name>", and "<name>.tmp<pid>" of earlier versions.
 TMP_PATTERN = re.compile(r"^\.tmp\d+-|\.tmp\d+$")
 MAX_JSON_BYTES = 64 * 2 ** 20  # a summary or config is a few kB; anything this large is not ours
+# Deeper JSON is not a file of this project (a summary is 5 levels deep); refusing it keeps
+# every reader free of RecursionError.
+MAX_JSON_DEPTH = 32
+JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
 def warn(message):
@@ -117,8 +122,9 @@ def write_csv(path, rows, columns):
 
 def read_json_file(path):
     """A JSON object from `path`, or None with what is wrong: (obj, None) or (None, "is
-    missing" / "is not a regular file" / "is not readable JSON (...)" / "holds a JSON list,
-    not an object"). A FIFO or device is never opened (it could block forever)."""
+    missing" / "is not a regular file" / "is not readable JSON (...)", nested more than
+    MAX_JSON_DEPTH levels included / "holds a JSON list, not an object"). A FIFO or device
+    is never opened (it could block forever)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -131,7 +137,8 @@ def read_json_file(path):
         return None, f"is not readable JSON (it is {st.st_size} bytes, far too large)"
     try:
         with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
+            text = f.read()
+        obj = json.loads(text)
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror})"
     except RecursionError:
@@ -140,7 +147,19 @@ def read_json_file(path):
         return None, f"is not readable JSON ({exc.__class__.__name__})"
     if not isinstance(obj, dict):
         return None, f"holds a JSON {type(obj).__name__}, not an object"
+    if json_depth(text) > MAX_JSON_DEPTH:
+        return None, f"is not readable JSON (nested more than {MAX_JSON_DEPTH} levels deep)"
     return obj, None
+
+
+def json_depth(text):
+    """How deeply a JSON text nests lists and objects ({"a": [1]}: 2), counted on the text
+    with its strings left out: a few times faster than walking the parsed object."""
+    depth = deepest = 0
+    for bracket in NOT_BRACKETS.sub("", JSON_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 NAME_MAX = 255  # bytes of one path component on Linux file systems

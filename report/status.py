@@ -14,28 +14,22 @@ once, so that thousands of runs take about a second.
 """
 import collections
 import fcntl
-import json
 import os
-import stat
 
+from core.files import read_json_file
 from utils import identity as ident
+
+from .runs import walk_results
 
 STATES = ("running", "interrupted", "failed", "diverged", "stale", "unknown", "finished")
 
 
 def read_summary(folder):
     """The folder's summary.json (else config.json) as a dict, or None; a FIFO or device
-    is never opened."""
+    is never opened (core.files.read_json_file)."""
     for name in ("summary.json", "config.json"):
-        path = os.path.join(folder, name)
-        try:
-            if not stat.S_ISREG(os.stat(path).st_mode):
-                continue
-            with open(path, encoding="utf-8") as f:
-                obj = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if isinstance(obj, dict):
+        obj = read_json_file(os.path.join(folder, name))[0]
+        if obj is not None:
             return obj if name == "summary.json" else {"status": None, "made_by": obj.get("made_by")}
     return None
 
@@ -76,26 +70,11 @@ class CodeCheck:
 def run_folders(results_dir):
     """Every folder below results_dir holding a config.json, each once (links followed,
     cycles skipped), in name order; folders whose name starts with "." are not searched."""
-    found, seen, stack = [], set(), [results_dir]
-    while stack:
-        folder = stack.pop()
-        try:
-            st = os.stat(folder)
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            continue
-        if any(e.name == "config.json" for e in entries):
-            found.append(folder)
-        stack.extend(reversed([e.path for e in entries if not e.name.startswith(".")
-                               and e.is_dir(follow_symlinks=True)]))
-    return found
+    return [folder for folder, names in walk_results(results_dir) if "config.json" in names]
 
 
 def state_of(folder, codes):
+    """The state of the run in `folder` (one of STATES); `codes`: a CodeCheck."""
     summary = read_summary(folder)
     status = (summary or {}).get("status")
     if status == "running":

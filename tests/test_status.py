@@ -73,3 +73,34 @@ def test_status_takes_no_output_options(tmp_path, capsys):
         assert exc.code == 2
     assert "--status only lists the runs: drop --out" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_status_imports_neither_torch_nor_plotting(tmp_path):
+    """summarize.py --status in a fresh process: the report's modules it imports need
+    neither torch nor matplotlib nor scipy (importing any of them takes seconds)."""
+    import subprocess
+    import sys
+
+    runs = tree(tmp_path)
+    code = ("import sys, summarize; status = summarize.main([sys.argv[1], '--status']); "
+            "print('heavy:', sorted(m for m in ('torch', 'matplotlib', 'scipy') if m in sys.modules)); "
+            "sys.exit(status)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          cwd=ident.ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "heavy: []"
+    assert f"  {runs['stale']}" in proc.stdout.splitlines()  # the report itself ran
+
+
+def test_one_walk_of_a_results_tree(tmp_path):
+    """--status and the tables find the same run folders, in the same order, through one walk
+    (links to a folder read already are skipped by both)."""
+    from report.runs import find_runs
+    from report.status import run_folders
+
+    runs = tree(tmp_path)
+    os.symlink(tmp_path / "a", tmp_path / "d-link-to-a")
+    os.symlink(tmp_path / "b", tmp_path / "b" / "cycle")
+    folders = run_folders(str(tmp_path))
+    assert folders == sorted(runs.values())
+    assert [r["folder"] for r in find_runs(str(tmp_path))] == folders

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+import report.plots
 import summarize
 from conftest import fail_writing
 
@@ -436,7 +437,7 @@ def capture_legends(monkeypatch):
         legends[os.path.basename(path)] = [[t.get_text() for t in legend.get_texts()] for legend in fig.legends] or [
             [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [] for ax in fig.axes]
         return real(path, fig, **kwargs)
-    monkeypatch.setattr(summarize, "atomic_savefig", save)
+    monkeypatch.setattr(report.plots, "atomic_savefig", save)
     return legends
 
 
@@ -712,7 +713,7 @@ def saved_images(monkeypatch):
     def save(path, fig, **kwargs):
         images[os.path.basename(path)] = [ax.images[0].get_array() if ax.images else None for ax in fig.axes[:3]]
         return real(path, fig, **kwargs)
-    monkeypatch.setattr(summarize, "atomic_savefig", save)
+    monkeypatch.setattr(report.plots, "atomic_savefig", save)
     return images
 
 
@@ -1155,3 +1156,16 @@ def test_ce_pairing_in_train_py_across_methods_ignores_their_code_but_not_within
     check_pairs(row, {s: GCE[0.7][s] for s in (0, 1)}, {s: SLN[0.0][s][:2] for s in (0, 1)}, [0, 1])
     row = paired[("SLN-MO sigma=0.5", "train", "ce")]
     assert row["n_pairs"] == "0" and "exist only with other code or data" in row["note"]
+
+
+def test_the_report_package_has_no_table_of_script_or_knob_names_and_one_plotting_module():
+    """The report reads what a run is from its own summary.json: no module of report/ names
+    a script or a knob; matplotlib is imported by report/plots.py alone."""
+    folder = os.path.join(REPO, "report")
+    sources = {name: open(os.path.join(folder, name)).read() for name in os.listdir(folder) if name.endswith(".py")}
+    assert {"runs.py", "groups.py", "tables.py", "plots.py", "paper.py"} <= set(sources)
+    for name, source in sources.items():
+        for word in ("main_warmup", "main_GLS_direct_train", "main_GLS_load", "noise_cifar_train",
+                     "noise_clothing1m_train", "smooth_rate", "sigma", "SCRIPT_NAMES", "BASELINE_KNOB"):
+            assert word not in source, (name, word)
+        assert ("import matplotlib" in source) == (name == "plots.py"), name
