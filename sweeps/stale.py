@@ -2,18 +2,21 @@
 now: what the run would record as made_by now (utils.plan, the same computation the
 script makes) against the made_by of the folder's config.json (utils.identity.what_changed)."""
 from errors import UserError
-from utils.plan import Identities
 
 SHOWN_STALE = 5  # stale runs the report names one by one
 
 
-class RunIdentities(Identities):
-    """utils.plan.Identities, also taking a sweep's planned Run: made_by(run)."""
+class RunIdentities:
+    """made_by of a sweep's planned runs as they would record it now, each part computed
+    once for all of them (utils.plan.Identities)."""
 
-    def made_by(self, cfg, script=None, method=None):
-        if script is None:  # a Run of sweeps.plan
-            return cfg.plan.made_by(self)
-        return super().made_by(cfg, script, method)
+    def __init__(self):
+        from utils.plan import Identities
+
+        self.identities = Identities()
+
+    def made_by(self, run):
+        return run.plan.made_by(self.identities)
 
 
 def auto_action(run_dir, retry_diverged):
@@ -47,7 +50,7 @@ def stale_runs(runs, retry_diverged):
         if action is None:
             continue
         saved = RunFolder(run.run_dir).read_json_or_none("config.json") or {}
-        changes = what_changed(saved.get("made_by"), run.plan.made_by(now))
+        changes = what_changed(saved.get("made_by"), now.made_by(run))
         if changes:
             stale.append((run, changes))
         elif action != "resume":
