@@ -8,7 +8,11 @@ and seeds). Then the same sweep command is run again --repeats times on each sid
 turns, and timed: every run is finished, so all it does is confirm them. The medians,
 per run, go to the JSON file with the machine's record.
 
-  python bench/sweep_restart.py                          # 16 runs, against babe0b2
+The default "before" is d773804, the last commit whose sweep.py confirms a finished sweep
+by starting each run's script: in the next one, babe0b2, the planning moved into
+utils/plan.py and that sweep.py stops with an ImportError once any run folder exists.
+
+  python bench/sweep_restart.py                          # 16 runs, against d773804
   python bench/sweep_restart.py --before HEAD~3 --smooth_rates "0.4 0 -2 -4" --seeds "0 1 2 3 4"
 """
 import argparse
@@ -32,7 +36,7 @@ TINY = ["--dataset", "digits", "--model", "resnet18", "--width", "4", "--device"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--before", default="babe0b2", help="the commit whose sweep.py is timed against this checkout's")
+    p.add_argument("--before", default="d773804", help="the commit whose sweep.py is timed against this checkout's")
     p.add_argument("--smooth_rates", default="0.4 0 -2 -4", help="the sweep's smooth rates")
     p.add_argument("--seeds", default="0 1 2 3", help="the sweep's seeds (runs: smooth rates x seeds)")
     p.add_argument("--repeats", type=int, default=3, help="timed confirmations per side (the median is kept)")
