@@ -39,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--before", default="d773804", help="the commit whose sweep.py is timed against this checkout's")
     p.add_argument("--smooth_rates", default="0.4 0 -2 -4", help="the sweep's smooth rates")
     p.add_argument("--seeds", default="0 1 2 3", help="the sweep's seeds (runs: smooth rates x seeds)")
+    p.add_argument("--train_slots", type=int, default=1,
+                   help="CPU slots of the pass that trains the runs (the timed passes use one)")
     p.add_argument("--repeats", type=int, default=3, help="timed confirmations per side (the median is kept)")
     p.add_argument("--work", help="folder for the other commit's files and both results (default: a temporary one)")
     p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "sweep_restart.json"),
@@ -62,17 +64,18 @@ def checkout(commit, folder):
     return folder
 
 
-def sweep_command(code, results, args):
+def sweep_command(code, results, args, slots=1):
     return [sys.executable, os.path.join(code, "sweep.py"), "main_GLS_direct_train.py",
-            "--grid", f"smooth_rate={args.smooth_rates}", "--seeds", args.seeds, "--slots", "1", *TINY,
+            "--grid", f"smooth_rate={args.smooth_rates}", "--seeds", args.seeds, "--slots", str(slots), *TINY,
             "--result_dir", results]
 
 
-def run_sweep(code, results, args, runs):
+def run_sweep(code, results, args, runs, slots=1):
     """Seconds the sweep command took; every run must have finished."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    proc = subprocess.run(sweep_command(code, results, args), cwd=code, env=env, capture_output=True, text=True)
+    proc = subprocess.run(sweep_command(code, results, args, slots), cwd=code, env=env, capture_output=True,
+                          text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0 or f"sweep: {runs} finished" not in proc.stdout:
         raise SystemExit(f"the sweep of {code} did not finish its {runs} runs:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -88,7 +91,7 @@ def main(argv=None):
                        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}}
     for name, side in sides.items():
         side["results"] = os.path.join(work, f"results_{name}")
-        side["train_s"] = run_sweep(side["code"], side["results"], args, runs)
+        side["train_s"] = run_sweep(side["code"], side["results"], args, runs, args.train_slots)
         side["confirm_s"] = []
         print(f"{name}: {runs} runs trained in {side['train_s']:.0f} s", flush=True)
     for _ in range(args.repeats):  # in turns, so that a change of the machine's load meets both
