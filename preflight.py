@@ -2,7 +2,6 @@
 set's and noise type's, data.data_files, and its script's other inputs, Preset.needs), the
 state of every run folder (--dry-run), and the stand-in data of a smoke run
 (sweep.py paper --smoke, papers/smoke.py). Nothing here starts a run."""
-import importlib
 import os
 
 # A run in one of these states exits at once when the sweep starts it: it reads no data.
@@ -10,10 +9,8 @@ DONE = ("finished", "diverged")
 
 
 def run_config(run):
-    """(preset, cfg) of a sweep's run, its flags parsed and checked by its script."""
-    words = run.command[2:]
-    preset = importlib.import_module(run.script[:-len(".py")]).preset(words)
-    return preset, preset.parse(words)[0]
+    """(preset, cfg) of a sweep's run, from its plan (utils.plan.RunPlan, made by sweeps.plan)."""
+    return run.plan.preset, run.plan.cfg
 
 
 def needed_files(run):

@@ -43,6 +43,12 @@ def flag_table(parser):
     return {s: Flag(a.dest, a.nargs != 0, a.default) for a in parser._actions for s in a.option_strings}
 
 
+def flag_nargs(parser):
+    """{option string: argparse's nargs} (None: one value, 0: none, "?", "*", "+" or a count):
+    how many words after a flag are its values."""
+    return {s: a.nargs for a in parser._actions for s in a.option_strings}
+
+
 def flag_dests(parser):
     """The destinations of an argparse parser's flags (its --help left out)."""
     return {f.dest for f in flag_table(parser).values()} - {"help"}

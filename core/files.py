@@ -182,7 +182,8 @@ def check_output_folder(what, path, fix="pass another folder", room=0, separator
     check_folder_path(what, path, fix, separators)
     base = existing_ancestor(path)
     if not os.path.isdir(base):
-        raise UserError(f"{what} {path} cannot be created: {base} is a file; {fix}")
+        raise UserError(f"{what} {path} cannot be created: {base} is a file, so no folder can be made "
+                        f"under it; {fix}")
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(f"{what} {path} cannot be written: {base} is not writable by you; {fix}")
     check_path_length(what, path, room)
