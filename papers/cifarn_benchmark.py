@@ -39,7 +39,7 @@ COLUMNS = {"C10N clean": ("cifar10", "clean"),
 # Rows of a method other than its defaults: {method: ((row, extra flags), ...)}. GLS gives
 # the CE row (r = 0) and the PLS and NLS rows, each of several rates (parts).
 VARIANTS = {
-    "gls": tuple((cifarn_row(r), flags_of(smooth_rate=r)) for r in SMOOTH_RATES),
+    "gls": tuple((cifarn_row(r), flags_of(smooth_rate=r)) for r in sorted(SMOOTH_RATES, key=lambda r: float(r) != 0)),
     # PES-semi's release protocol is not PES's (a method's protocol depends on the data set
     # alone): PES_semi.py:26, :30-32, :58-61 (docs/REPRODUCTION.md, pes), its default cosine
     # plan (--optim cos, :33) to lr / 100 as the engine's cosine plan.
