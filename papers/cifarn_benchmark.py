@@ -109,9 +109,8 @@ REPRODUCED = Source(
     covers="CE, Co-teaching, Co-teaching+, ELR, ELR+, DivideMix, VolMinNet, CAL, PES (semi), SOP+ and SOP on "
            "CIFAR-10N clean, aggregate, random 1-3, worst and CIFAR-100N clean, noisy: every cell of those "
            "rows (CAL is no method of this repository)",
-    missing="not the CIFAR-N paper's numbers; no row for the other methods; its runs use ResNet-34 for "
-            "every method where the original configuration does not say otherwise, not necessarily the "
-            "model of our protocol")
+    missing="not the CIFAR-N paper's numbers; no row for the other methods; its runs use the configuration "
+            "specific to each method (rescience/content.tex:289), not necessarily our protocol")
 # rescience/tables/CIFAR-N.tex, lines 6-16 (line 13, CAL, has no method here): row: numbers
 # in the table's column order, each (mean, std).
 REPRODUCED_HEADINGS = ("CIFAR-10N Clean", "CIFAR-10N Aggregate", "CIFAR-10N Random 1", "CIFAR-10N Random 2",
