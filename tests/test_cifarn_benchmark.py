@@ -116,6 +116,16 @@ def test_docs_give_the_recipe_and_its_sources():
 
 # ---------------------------------------------------------------- the smoke runs, cut
 
+def test_smoke_plan_keeps_a_protocols_validation_split_on_the_stand_in_data():
+    """PES's protocol holds out 10%, which the stand-in CIFAR-100 (about one image a class)
+    cannot: its smoke runs hold out SMOKE_VAL_FRACTION; the runs of no split get none."""
+    from papers.smoke import SMOKE_VAL_FRACTION, smoke_recipe
+    smoke = smoke_recipe(RECIPE, "/tmp/d")
+    split = {(r.parts[0].row, r.parts[0].column): dict(r.flags).get("val_fraction") for r in smoke.runs}
+    assert all(split[("PES", c)] == SMOKE_VAL_FRACTION for c in RECIPE.columns)
+    assert all(split[("PES (semi)", c)] == "0" and split[("CE", c)] is None for c in RECIPE.columns)
+
+
 def test_smoke_of_a_cut_fills_every_cell_and_both_reference_columns(monkeypatch, tmp_path, capsys):
     """SOP+ on the aggregate and CIFAR-100N labels, one seed: the recipe's own code with one
     method and two columns, its row cut to SOP+."""
