@@ -4,7 +4,9 @@ module level adds recipes, found with no list to edit (core.plugins).
 A recipe says what it reproduces (paper and table), the runs (a script and its flags each,
 at the paper's settings), the default seeds, the table's layout (rows, columns, and which
 runs make each cell), and, cell by cell, the reference number with where it was read
-(`Ref`: a `Source` and the table, row and column in it), or why the cell has none.
+(`Ref`: a `Source` and the table, row and column in it), or why the cell has none; and,
+optionally, further reference columns (`more_refs`, e.g. a third party's reproduction),
+each a number per cell with its own source, shown beside the first.
 
     python3 sweep.py paper --list                 the recipes, what each reproduces, its runs
     python3 sweep.py paper gls-cifar10 --seeds "0 1 2" --dry-run
@@ -84,12 +86,20 @@ class Recipe:
     runs: tuple           # (PaperRun, ...)
     rows: tuple
     columns: tuple
-    epochs: dict          # {script: epochs of its runs}, the warm-ups' included
+    epochs: dict          # {script: epochs of its runs}, the warm-ups' included (None: they differ by run)
     refs: dict            # {(row, column): Ref}, every cell of the table
     seeds: str = "0 1 2"
     row_title: str = ""
     places: dict = field(default_factory=dict)  # {flag: value}: data locations the user may change
     notes: str = ""
+    # Further reference columns, shown beside the first: ((name, {(row, column): Ref}), ...),
+    # each naming every cell of the table like refs.
+    more_refs: tuple = ()
+
+    def reference_columns(self):
+        """((name, {(row, column): Ref}), ...): the first reference column ("paper", refs)
+        and the further ones (more_refs)."""
+        return (("paper", self.refs),) + tuple(self.more_refs)
 
     def parts(self):
         """{(row, column): [part name, ...]} in the order the runs declare them."""
@@ -110,25 +120,31 @@ class Recipe:
         """{(row, column): number} of the cells that have one."""
         return {cell: ref.number for cell, ref in self.refs.items() if ref.number is not None}
 
-    def sources(self):
-        """[Source] the cells' numbers come from, in the order of the table."""
+    def sources(self, refs=None):
+        """[Source] the cells' numbers come from, in the order of the table: of one reference
+        column (refs), or of every column in order (None)."""
         found = []
-        for row in self.rows:
-            for column in self.columns:
-                ref = self.refs.get((row, column))
-                if ref is not None and ref.source is not None and ref.source not in found:
-                    found.append(ref.source)
+        for column_refs in ([refs] if refs is not None else [r for _, r in self.reference_columns()]):
+            for row in self.rows:
+                for column in self.columns:
+                    ref = column_refs.get((row, column))
+                    if ref is not None and ref.source is not None and ref.source not in found:
+                        found.append(ref.source)
         return found
 
     @property
     def source(self):
-        """One line naming every source of the reference numbers and how many cells have none."""
+        """One line naming every source of the first reference column and how many cells have none."""
+        return self.source_line(self.refs)
+
+    def source_line(self, refs):
+        """One line naming every source of a reference column and how many cells have none."""
         cells = len(self.rows) * len(self.columns)
-        known = len(self.paper_numbers)
+        known = sum(1 for ref in refs.values() if ref.number is not None)
         def count(source):
-            n = sum(1 for r in self.refs.values() if r.source == source)
+            n = sum(1 for r in refs.values() if r.source == source)
             return f"{n} cell" + ("s" if n != 1 else "")
-        named = "; ".join(f"{s.cites} ({count(s)})" for s in self.sources())
+        named = "; ".join(f"{s.cites} ({count(s)})" for s in self.sources(refs))
         line = named or "no source read gives a number of this table"
         return line + (f"; {cells - known} of {cells} cells have no published number (?)" if known < cells else "")
 

@@ -112,10 +112,11 @@ def estimate(planned, benches):
     by_script, total_runs, total_epochs, total_s, unknown = {}, 0, 0, 0.0, 0
     bases = set()
     for script, cfg, method in planned:
-        row = by_script.setdefault(script, {"runs": 0, "epochs": set(), "seconds": 0.0, "model": cfg.model,
-                                            "fwd": None, "unknown": 0})
+        row = by_script.setdefault(script, {"runs": 0, "epochs": set(), "seconds": 0.0, "models": {},
+                                            "unknown": 0})
         row["runs"] += 1
         row["epochs"].add(cfg.n_epoch)
+        row["models"].setdefault(cfg.model, None)
         total_runs += 1
         total_epochs += cfg.n_epoch
         cost = run_flops(cfg, method)
@@ -126,14 +127,20 @@ def estimate(planned, benches):
         rate, basis = throughput(cfg, benches)
         bases.add(basis)
         row["seconds"] += cost[1] / rate
-        row["fwd"] = forward_flops(cfg.model, cfg.width, *image_shape(cfg))
+        row["models"][cfg.model] = forward_flops(cfg.model, cfg.width, *image_shape(cfg))
         total_s += cost[1] / rate
     lines = [f"{total_runs} runs, {total_epochs:,} epochs in all; estimated {total_s / 3600:,.1f} GPU-hours"
              + (f" (and {unknown} runs of a data set whose size is not known here: not estimated)" if unknown else "")]
     for script, row in by_script.items():
         epochs = "/".join(str(e) for e in sorted(row["epochs"]))
-        fwd = f", {row['fwd'] / 1e9:.2f} GFLOP a forward image" if row["fwd"] else ""
-        lines.append(f"  {script}.py: {row['runs']} runs x {epochs} epochs, {row['model']}{fwd}: "
+        # each model with the FLOPs of one image's forward pass (where its data set's size is known)
+        if len(row["models"]) == 1:
+            (model, fwd), = row["models"].items()
+            models = model + (f", {fwd / 1e9:.2f} GFLOP a forward image" if fwd else "")
+        else:
+            models = ", ".join(model + (f" {fwd / 1e9:.2f}" if fwd else "") for model, fwd in row["models"].items())
+            models += " GFLOP a forward image" if any(row["models"].values()) else ""
+        lines.append(f"  {script}.py: {row['runs']} runs x {epochs} epochs, {models}: "
                      f"{row['seconds'] / 3600:,.1f} GPU-hours")
     for basis in sorted(bases):
         label = "measured" if basis.startswith("measured") else "ASSUMPTION"

@@ -21,6 +21,13 @@ PAPER_COLUMNS = ("row", "column", "kind", "ours_mean", "ours_std", "n_seeds", "s
                  "paper", "difference", "status", "metric", "runs", "select", "select_mean", "paper_source")
 
 
+def paper_columns(recipe):
+    """The CSV's columns: PAPER_COLUMNS, then each further reference column's number,
+    difference and source (NAME, NAME_difference, NAME_source)."""
+    return PAPER_COLUMNS + tuple(f"{name}{suffix}" for name, _ in recipe.more_refs
+                                 for suffix in ("", "_difference", "_source"))
+
+
 def expected_settings(recipe_run):
     """{dest: value} the recipe fixes for one of its runs (papers.PaperRun), as the script's
     own parser reads its flags (aliases normalised: sym -> symmetric, n_epoch from --epochs)."""
@@ -82,12 +89,18 @@ def paper_table(recipe, runs):
             paper = recipe.paper_number(row, column)
             ref = recipe.refs.get((row, column))
             status = "missing" if mean is None else f"partial (no {', '.join(missing)})" if missing else "ok"
-            cells.append({"row": row, "column": column, "kind": "cell", "ours_mean": mean,
-                          "ours_std": chosen.get("ours_std"), "n_seeds": chosen.get("n_seeds", 0),
-                          "seeds": chosen.get("seeds", ""), "from_part": best if len(names) > 1 else None,
-                          "paper": paper, "difference": None if mean is None or paper is None else mean - paper,
-                          "status": status, "metric": chosen.get("metric"), "select": chosen.get("select"),
-                          "select_mean": chosen.get("select_mean"), "paper_source": ref_text(ref)})
+            cell = {"row": row, "column": column, "kind": "cell", "ours_mean": mean,
+                    "ours_std": chosen.get("ours_std"), "n_seeds": chosen.get("n_seeds", 0),
+                    "seeds": chosen.get("seeds", ""), "from_part": best if len(names) > 1 else None,
+                    "paper": paper, "difference": None if mean is None or paper is None else mean - paper,
+                    "status": status, "metric": chosen.get("metric"), "select": chosen.get("select"),
+                    "select_mean": chosen.get("select_mean"), "paper_source": ref_text(ref)}
+            for name, refs in recipe.more_refs:
+                more = refs.get((row, column))
+                number = None if more is None else more.number
+                cell.update({name: number, f"{name}_difference": None if mean is None or number is None
+                             else mean - number, f"{name}_source": ref_text(more)})
+            cells.append(cell)
     return cells, list(parts.values())
 
 
@@ -104,34 +117,49 @@ def ref_text(ref):
     return f"{ref.source.key}: {ref.at}" if ref.source is not None else ref.at
 
 
-def paper_cell_text(cell):
+def paper_cell_text(cell, more=()):
+    """ours / the reference number and our difference, then the same for each further
+    reference column named in `more`."""
     ours = "missing" if cell["ours_mean"] is None else fmt_acc(cell["ours_mean"], cell["ours_std"]) + f" ({cell['n_seeds']})"
-    paper = "?" if cell["paper"] is None else f"{cell['paper']:.2f}"
-    diff = "" if cell["difference"] is None else f" {cell['difference']:+.2f}"
-    return f"{ours} / {paper}{diff}"
+    texts = [ours]
+    for number, diff in [("paper", "difference")] + [(name, f"{name}_difference") for name in more]:
+        texts.append(("?" if cell[number] is None else f"{cell[number]:.2f}")
+                     + ("" if cell[diff] is None else f" {cell[diff]:+.2f}"))
+    return " / ".join(texts)
+
+
+def where_read(cells, number, source):
+    """Lines saying where each cell's reference number (the cells' key `number`) was read,
+    then, grouped by reason, the cells without one (the key `source` says where or why)."""
+    lines = [f"- {c['row']} / {c['column']}: {c[source]}" for c in cells if c[number] is not None]
+    unread = {}
+    for c in cells:
+        if c[number] is None:
+            unread.setdefault(c[source], []).append(f"{c['row']} / {c['column']}")
+    return lines + [f"- {', '.join(names)}: {why}" for why, names in unread.items()]
 
 
 def paper_markdown(recipe, cells, parts, show_parts):
     by = {(c["row"], c["column"]): c for c in cells}
+    more = [name for name, _ in recipe.more_refs]
+    then = "".join(f" / the {name} reference number and our difference" for name in more)
     lines = [f"# {recipe.name}: {recipe.paper}, {recipe.table}", "",
              "Each cell: ours, mean ± sample std over seeds (their number) / the reference number "
-             "(? where no source read gives one) and our difference. A cell is the part with the best "
+             f"(? where no source read gives one) and our difference{then}. A cell is the part with the best "
              f"{chooser_text(parts)} ({', '.join(sorted({p['kind'][6:] for p in parts}))} where several).", "",
              md_row([recipe.row_title or "row", *recipe.columns]),
              md_row(["---"] * (len(recipe.columns) + 1))]
-    lines += [md_row([row] + [paper_cell_text(by[(row, col)]) for col in recipe.columns]) for row in recipe.rows]
+    lines += [md_row([row] + [paper_cell_text(by[(row, col)], more) for col in recipe.columns])
+              for row in recipe.rows]
     lines += ["", f"Reference numbers: {recipe.source}."]
+    lines += [f"Reference numbers ({name}): {recipe.source_line(refs)}." for name, refs in recipe.more_refs]
     if recipe.notes:
         lines.append(recipe.notes)
     if recipe.sources():
         lines += ["", "Sources:"] + [f"- {s.key}: {s.cites} ({s.where})" for s in recipe.sources()]
-    lines += ["", "Where each reference number was read:"]
-    lines += [f"- {c['row']} / {c['column']}: {c['paper_source']}" for c in cells if c["paper"] is not None]
-    unread = {}
-    for c in cells:
-        if c["paper"] is None:
-            unread.setdefault(c["paper_source"], []).append(f"{c['row']} / {c['column']}")
-    lines += [f"- {', '.join(names)}: {why}" for why, names in unread.items()]
+    lines += ["", "Where each reference number was read:"] + where_read(cells, "paper", "paper_source")
+    for name in more:
+        lines += ["", f"Where each {name} reference number was read:"] + where_read(cells, name, f"{name}_source")
     missing = [c for c in cells if c["status"] != "ok"]
     if missing:
         lines += ["", f"{len(missing)} cell(s) missing or partial:"]
@@ -152,5 +180,5 @@ def write_paper(recipe, runs, out_dir, show_parts):
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, f"paper_{recipe.name}.md"), text)
     write_csv(os.path.join(out_dir, f"paper_{recipe.name}.csv"), map(writable, cells + (parts if show_parts else [])),
-              PAPER_COLUMNS)
+              paper_columns(recipe))
     return text, cells

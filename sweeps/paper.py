@@ -21,7 +21,7 @@ def plan_paper(opts, words):
     if opts.smoke:
         recipe, words, opts.smoke = smoke_plan(recipe, words)
     seeds = numbers(opts.seeds if opts.seeds is not None else recipe.seeds, "--seeds", int)
-    if opts.warmup_args and not any(load_script(r.script, words).requires for r in recipe.runs):
+    if opts.warmup_args and not any(load_script(r.script, r.words() + words).requires for r in recipe.runs):
         raise SweepError(f"--warmup_args: the runs of the recipe {recipe.name} need no other run first (no "
                          "warm-up), so its flags would reach no run: drop it")
     runs, common = [], []
@@ -52,7 +52,7 @@ def paper_stages(opts, recipe, top, scripts):
     """stage_words for one run of a recipe: --warmup_args reach the runs that have a warm-up,
     --stage_args SCRIPT=... the runs of SCRIPT (a script of no run of the recipe is an error)."""
     names = {s.name for s in scripts}
-    known = {r.script for r in recipe.runs} | {getattr(load_script(r.script, []), "requires", None)
+    known = {r.script for r in recipe.runs} | {getattr(load_script(r.script, r.words()), "requires", None)
                                                 for r in recipe.runs}
     for text in opts.stage_args:
         name = text.partition("=")[0]
