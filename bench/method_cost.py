@@ -16,7 +16,9 @@ the way the engine trains one, every hook timed on its own:
   one-off      PES's refinement epoch (its re-initialised stages trained for T2 + T3
                passes), once per run.
 
-The first epoch is not counted (warm-up: allocations, the first convolutions); the
+On a CPU the figures are CPU seconds of the process (one torch thread by default), so
+that the load of a shared machine slows the benchmark down without changing them much;
+on a GPU they are device seconds. The first epoch is not counted (warm-up: allocations, the first convolutions); the
 figures are medians over the other epochs. Methods with a warm-up phase of plain
 cross-entropy get it shortened so that the timed epochs are in their main phase
 (PHASE_FLAGS): a phase's cost per epoch does not depend on how many epochs it lasts.
@@ -30,6 +32,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 import types
 
 import torch
@@ -79,9 +82,13 @@ def prepared_run(argv, folder):
 
 
 def seconds(device, work):
+    """The seconds `work()` takes: on a CPU the process's CPU time (time.process_time), which
+    a busy machine's other processes do not inflate as they do the wall-clock time; on a GPU
+    the device time (CUDA events)."""
+    cpu = time.process_time()
     with Timer(device) as t:
         result = work()
-    return t.seconds, result
+    return (t.seconds if device.type == "cuda" else time.process_time() - cpu), result
 
 
 def time_epochs(run, method):
@@ -176,7 +183,8 @@ def main(argv=None):
         r["epoch_ratio_to_ce"] = r["epoch_s"] / ce["epoch_s"]
     out = {**machine_record(torch.device(args.device)), "dataset": args.dataset, "model": args.model,
            "width": args.width, "batch_size": args.batch_size, "epochs": args.epochs,
-           "timed": "median over epochs 2.. of each method's run (PES: 3..)", "results": results}
+           "timed": "median over epochs 2.. of each method's run (PES: 3..)",
+           "seconds": "CPU time of the process" if args.device == "cpu" else "device time (CUDA events)", "results": results}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
