@@ -91,17 +91,23 @@ def seconds(device, work):
     return (t.seconds if device.type == "cuda" else time.process_time() - cpu), result
 
 
+def begin_epoch(run, epoch, lr):
+    """What the engine does before an epoch's start_epoch: every network's lr (CORES divides
+    it in start_epoch, from the epoch's own value), the loaders' epoch."""
+    groups = [g for net in run.networks.values() for g in net.optimizer.param_groups]
+    for group in groups:
+        group["lr"] = lr
+    for loader in (run.train_loader, run.train_aug_loader):
+        loader.set_epoch(epoch)
+
+
 def time_epochs(run, method):
     """Per epoch: start_epoch seconds, the seconds of each train_step, evaluation seconds."""
     cfg, device = run.cfg, run.device
     epochs = []
     for epoch in range(cfg.n_epoch):
-        lr = lr_at(epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch, cfg.cosine_lr_min)
-        for net in run.networks.values():
-            for group in net.optimizer.param_groups:
-                group["lr"] = lr
-        run.train_loader.set_epoch(epoch)
-        run.train_aug_loader.set_epoch(epoch)
+        begin_epoch(run, epoch, lr_at(epoch, cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.n_epoch,
+                                      cfg.cosine_lr_min))
         start_s, _ = seconds(device, lambda: method.start_epoch(epoch, run))
         stats = EpochStats(device, run.true_labels)
         for net in run.networks.values():
