@@ -1,11 +1,13 @@
 """bench/method_cost.py as a smoke test: tiny, seconds (its figures live in docs/BENCHMARKS.md)."""
+import importlib
 import json
 import math
+import os
 
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 TINY = ["--width", "4", "--batch_size", "512", "--threads", "1"]
 DIGITS_TRAIN = 1437  # data/digits.py: 1,437 training images
@@ -39,6 +41,9 @@ def test_method_cost_times_ce_and_the_methods_named(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [(["--methods", "gce nosuch"], "unknown method(s) nosuch"),
                                             (["--methods", "pes", "--epochs", "2"], "--epochs 2: at least 3")])
-def test_method_cost_refuses_bad_flags(flags, message):
-    proc = run_cli("bench/method_cost.py", *flags, *TINY)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+def test_method_cost_refuses_bad_flags(flags, message, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))  # as `python bench/method_cost.py` has it
+    method_cost = importlib.import_module("method_cost")
+    with pytest.raises(SystemExit) as exit_:
+        method_cost.parse_args([*flags, *TINY])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
