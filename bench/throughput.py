@@ -26,6 +26,11 @@ reference's. GPU: not measured yet; the second command below measures it.
 
   python bench/throughput.py --device cpu --quick --json bench_cpu.json
   python bench/throughput.py --device cuda --model resnet34 --json bench_resnet34.json
+
+The cost of each method's training relative to cross-entropy (its step, its passes at the
+start of an epoch, the evaluation of its extra models) is bench/method_cost.py's:
+
+  python bench/method_cost.py --width 8 --epochs 3 --json bench/results/method_step_cpu.json
 """
 import argparse
 import copy
