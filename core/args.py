@@ -16,8 +16,9 @@ from errors import UserError
 
 SEED_RANGE = 2 ** 32  # numpy's RandomState takes seeds in [0, 2^32)
 
-# One flag of a parser: its destination, whether it takes a value, and its default.
-Flag = collections.namedtuple("Flag", "dest takes_value default")
+# One flag of a parser: its destination, whether it takes a value, its default, and
+# argparse's nargs (None: one value, 0: none, "?", "*", "+" or a count).
+Flag = collections.namedtuple("Flag", "dest takes_value default nargs")
 
 _RAISING = contextvars.ContextVar("flag_errors_raise", default=False)
 
@@ -40,13 +41,13 @@ def flag_errors_raise():
 
 def flag_table(parser):
     """{option string: Flag} of an argparse parser: the one place that reads its actions."""
-    return {s: Flag(a.dest, a.nargs != 0, a.default) for a in parser._actions for s in a.option_strings}
+    return {s: Flag(a.dest, a.nargs != 0, a.default, a.nargs) for a in parser._actions for s in a.option_strings}
 
 
 def flag_nargs(parser):
     """{option string: argparse's nargs} (None: one value, 0: none, "?", "*", "+" or a count):
     how many words after a flag are its values."""
-    return {s: a.nargs for a in parser._actions for s in a.option_strings}
+    return {s: flag.nargs for s, flag in flag_table(parser).items()}
 
 
 def flag_dests(parser):
