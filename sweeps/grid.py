@@ -53,7 +53,7 @@ def load_script(name, words, fixed=()):
         preset = script_preset(name, [*fixed, *words])
     except UserError as exc:
         raise SweepError(f"{name}.py: {refusal(exc)}") from None
-    key = (name, preset.method)
+    key = (name, preset.method, tuple(fixed))  # a method grid's script starts its words with --method
     if key not in _SCRIPTS:
         _SCRIPTS[key] = Script(name, preset, fixed)
     return _SCRIPTS[key]
