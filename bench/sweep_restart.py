@@ -71,8 +71,10 @@ def sweep_command(code, results, args, slots=1):
 
 
 def run_sweep(code, results, args, runs, slots=1):
-    """Seconds the sweep command took; every run must have finished."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """Seconds the sweep command took; every run must have finished. The plans a sweep
+    keeps (sweeps/confirm.py) go to a folder beside the results."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "NOISY_LABELS_CACHE": os.path.join(os.path.dirname(os.path.abspath(results)), "cache")}
     start = time.perf_counter()
     proc = subprocess.run(sweep_command(code, results, args, slots), cwd=code, env=env, capture_output=True,
                           text=True)

@@ -46,7 +46,9 @@ class DatasetSpec:
     default_noise: str = "symmetric"  # the GLS scripts' noise type when none is given
     flags: Optional[Callable] = None
     check_flags: Optional[Callable] = None  # check_flags(cfg): range checks of its flags
-    files: Optional[Callable] = None  # files(cfg) -> [DataFile]: what a run reads (sweep.py's data check)
+    # files(cfg) -> [DataFile]: what a run reads (sweep.py's data check, and what a kept
+    # sweep plan watches: None, files not named, means a sweep of it is always planned)
+    files: Optional[Callable] = None
     smoke: tuple = ()                 # ((flag, value), ...): a smoke run's small size (sweep.py paper --smoke)
 
 

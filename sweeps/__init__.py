@@ -6,6 +6,8 @@
                   checks before anything starts
     paper.py      `sweep.py paper NAME`: a paper table's recipe (papers/) as runs
     stale.py      runs whose folder holds a result made by other code or data
+    confirm.py    a sweep's plan kept from its last start: running a finished sweep again
+                  confirms its runs from their folders without planning it
     launch/       running the runs: local.py on this machine's slots, slurm.py as job
                   arrays; each has one launch(runs, opts, log_dir, name) entry
 

@@ -1,4 +1,5 @@
-"""sweep.py's main: plan, check, then run on this machine or submit to SLURM."""
+"""sweep.py's main: plan, check, then run on this machine or submit to SLURM. A sweep whose
+runs have all ended is confirmed from its kept plan without planning it (sweeps.confirm)."""
 import os
 import sys
 
@@ -6,6 +7,7 @@ from errors import UserError
 
 from . import SweepError
 from .cli import parse
+from .confirm import confirmed, keep
 from .launch import local, slurm
 from .paper import paper_report, recipe_listing
 from .plan import prepare
@@ -25,8 +27,13 @@ def main(argv=None):
             print(recipe_listing())
             return 0
         try:
-            opts, runs, log_dir, name = prepare(argv)
-            report = paper_report(opts) if getattr(opts, "paper", None) else None
+            found = confirmed(argv)  # every run has ended, as a kept plan says: no planning
+            if found:
+                opts, runs, log_dir, name, report = found
+            else:
+                opts, runs, log_dir, name = prepare(argv)
+                report = paper_report(opts) if getattr(opts, "paper", None) else None
+                keep(argv, opts, runs, log_dir, name, report)
         except KeyboardInterrupt:
             print("interrupted before any run started; nothing was written", file=sys.stderr)
             return 130

@@ -23,13 +23,23 @@ class Run:
     by resolve(): `plan` (utils.plan.RunPlan of its flags), `run_dir`, `log`. By prepare():
     `stale_config` (with --overwrite_stale, the digest of the stale run's config.json) and
     `kept` (finished or diverged: its folder holds the result that its script would keep,
-    made by this code and data)."""
+    made by this code and data) and `made_by` (what the run would record now, where it
+    was computed). A run of a kept plan (sweeps.confirm) has no `plan`."""
 
     def __init__(self, opts, script, flags, after=None):
         self.script, self.after = script, after
         self.command = [opts.python, script, *flags, "--if_exists", "auto"] + \
             (["--retry_diverged"] if opts.retry_diverged else []) + (["--keep_stale"] if opts.keep_stale else [])
-        self.plan = self.run_dir = self.log = self.stale_config = self.kept = None
+        self.plan = self.run_dir = self.log = self.stale_config = self.kept = self.made_by = None
+
+    @classmethod
+    def restored(cls, entry):
+        """A run of a kept plan (sweeps.confirm.keep's entry); `after` is set by the caller."""
+        run = cls.__new__(cls)
+        run.script, run.command, run.after = entry["script"], entry["command"], None
+        run.run_dir, run.log, run.made_by = entry["run_dir"], entry["log"], entry["made_by"]
+        run.plan = run.stale_config = run.kept = None
+        return run
 
 
 def build_runs(opts, tops, axes, common, stages):

@@ -35,22 +35,25 @@ def auto_action(run_dir, retry_diverged):
     return action if action in ("finished", "diverged", "resume") else None
 
 
-def stale_runs(runs, retry_diverged):
+def stale_runs(runs, retry_diverged, made_by=None):
     """[(run, changes)] of the runs whose folder holds a result that --if_exists auto would
     keep or resume (finished, diverged, unfinished with last.pt) but that other code or data
     made. Each other run whose folder holds a finished or diverged result to keep gets
-    `run.kept` set to that state: the sweep reports it from its folder without starting it."""
+    `run.kept` set to that state: the sweep reports it from its folder without starting it.
+    made_by: run -> what it would record now (default: computed from its plan, and kept
+    as `run.made_by`)."""
     from core.files import RunFolder
     from utils.identity import what_changed
 
-    now, stale = RunIdentities(), []
+    made_by, stale = made_by or RunIdentities().made_by, []
     for run in runs:
         run.kept = None
         action = auto_action(run.run_dir, retry_diverged)
         if action is None:
             continue
         saved = RunFolder(run.run_dir).read_json_or_none("config.json") or {}
-        changes = what_changed(saved.get("made_by"), now.made_by(run))
+        run.made_by = made_by(run)
+        changes = what_changed(saved.get("made_by"), run.made_by)
         if changes:
             stale.append((run, changes))
         elif action != "resume":

@@ -7,7 +7,15 @@ import os
 # on two cores. Two threads each would make the small models of the tests many times
 # slower, waiting on each other, not faster. Set before torch is first imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+import atexit
 import pickle
+import shutil
+import tempfile
+
+# The plans that sweeps keep (sweeps/confirm.py) go to a folder of this test process, not
+# to the user's cache, and the scripts the tests start inherit it.
+os.environ["NOISY_LABELS_CACHE"] = tempfile.mkdtemp(prefix="noisy-labels-cache-")
+atexit.register(shutil.rmtree, os.environ["NOISY_LABELS_CACHE"], ignore_errors=True)
 import signal
 import subprocess
 import sys

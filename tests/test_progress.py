@@ -4,7 +4,8 @@ import os
 
 from conftest import TINY, run_cli
 from core.args import format_duration
-from utils.metrics import format_row, result_line
+from utils.metrics import format_row
+from utils.schema import result_line
 
 
 def rows_with_times(times):

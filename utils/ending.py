@@ -20,8 +20,8 @@ import numpy as np
 from core.device import device_name
 from errors import UserError
 
-from .metrics import Diverged, result_line
-from .schema import best_results
+from .metrics import Diverged
+from .schema import best_results, result_line
 
 EXIT_DIVERGED = 3
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}

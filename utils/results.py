@@ -25,7 +25,6 @@ import shutil
 import socket
 
 from core.files import RESTART, RunFolder, remove_leftovers, warn  # noqa: F401  (the names of the contract)
-from data import noise_type
 from errors import UserError
 
 # Arguments that cannot change a run's result: left out of its name.
@@ -50,6 +49,8 @@ def result_settings(cfg):
 
 
 def run_name(cfg, tag):
+    from data import noise_type  # here: deciding on a run folder needs no data set
+
     relevant = result_settings(cfg)
     digest = hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
     noise = cfg["noise_type"]

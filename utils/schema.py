@@ -128,3 +128,22 @@ def selection_column(row, momentum=False):
     run holds out a split (`row` has val_acc), else test accuracy; the momentum model's
     with `momentum`."""
     return ("val_acc" if "val_acc" in row else "test_acc") + ("_ema" if momentum else "")
+
+
+def result_line(values):
+    """One line of a run's result from utils.schema.best_results' values: best (with its epoch) and last
+    test accuracy of the network, then of each extra evaluated model (the momentum model
+    of SLN-MO: _ema; a second network: _peer)."""
+    if "last_test_acc" not in values:
+        return "result: no epoch completed"
+    parts = [f"test accuracy best {values['best_test_acc']:.2f} (epoch {values['best_epoch']}), "
+             f"last {values['last_test_acc']:.2f}"]
+    for key in sorted(values):
+        suffix = key[len("last_test_acc"):]
+        if key.startswith("last_test_acc_") and values[key] is not None:
+            name = {"ema": "momentum model"}.get(suffix[1:], f"network {suffix[1:]}")
+            parts.append(f"{name}: best {values['best_test_acc' + suffix]:.2f}, last {values[key]:.2f}")
+    if values.get("test_acc_at_best_val") is not None:
+        parts.append(f"at the best validation epoch ({values['best_val_epoch']}): "
+                     f"{values['test_acc_at_best_val']:.2f}")
+    return "result: " + "; ".join(parts)

@@ -81,7 +81,7 @@ def kept_result(run, retry_diverged):
     script decides, holding the folder's lock, and the lines the script would print
     appended to the run's log; None when the folder no longer holds that result or another
     process holds it: then the script is started and decides."""
-    from utils.metrics import result_line
+    from utils.schema import result_line
     from utils.results import claim_run_folder
 
     try:
