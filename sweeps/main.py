@@ -1,6 +1,7 @@
 """sweep.py's main: plan, check, then run on this machine or submit to SLURM. A sweep whose
 runs have all ended is confirmed from its kept plan without planning it (sweeps.confirm)."""
 import os
+import signal
 import sys
 
 from errors import UserError
@@ -26,6 +27,15 @@ def main(argv=None):
                                  "drop it (sweep.py paper NAME --dry-run shows a recipe's runs)")
             print(recipe_listing())
             return 0
+        # Ctrl-C while planning ends the sweep, even where a library's import swallows the
+        # KeyboardInterrupt (a bare except): the handler also records it.
+        interrupted = []
+
+        def on_sigint(signum, frame):
+            interrupted.append(signum)
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             found = confirmed(argv)  # every run has ended, as a kept plan says: no planning
             if found:
@@ -33,10 +43,15 @@ def main(argv=None):
             else:
                 opts, runs, log_dir, name = prepare(argv)
                 report = paper_report(opts) if getattr(opts, "paper", None) else None
+            if interrupted:
+                raise KeyboardInterrupt
+            if not found:
                 keep(argv, opts, runs, log_dir, name, report)
         except KeyboardInterrupt:
             print("interrupted before any run started; nothing was written", file=sys.stderr)
             return 130
+        finally:
+            signal.signal(signal.SIGINT, previous)
         if report:
             print(report, flush=True)
         if opts.dry_run and not opts.slurm:

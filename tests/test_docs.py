@@ -145,8 +145,14 @@ def known_flags(target, words):
             return None
         # Flags the sweep does not know go to every run: the runs' scripts' flags count too.
         known = set(help_flags(target, stage))
+        # a method grid (--grid "method=a b"): each method's flags go to its runs
+        grid = re.search(r"--grid[= ]['\"]?method=([^'\"]+)", words)
+        argvs = [("--method", m) for m in grid.group(1).split()] if grid else [method_argv]
+        if grid and not set(grid.group(1).split()) <= set(method_names()):
+            return None
         for script in scripts:
-            known |= help_flags(script, *(method_argv if script == "train.py" else ()))
+            for argv in argvs if script == "train.py" else [()]:
+                known |= help_flags(script, *argv)
         return known
     if target == "rerun.py":
         # Every word after the run folder goes to the run's script: any script's flags count.
@@ -189,8 +195,10 @@ def test_the_checks_find_a_broken_link_a_missing_heading_and_an_unknown_flag(tmp
                                                                    ("B.md#the-part", "no such heading")]
     doc = ("```\npython3 main_warmup.py --noise_type sym \\\n    --no_such_flag 1   # --not_a_flag\n```\n"
            "`main_GLS_load.py --warmup_ckpt last` and `python3 train.py --method NAME --whatever`\n"
-           "python3 sweep.py gls --smooth_rates '0.4' --n_epoch 3 --gpus_typo 0\n")
-    assert unknown_flags(doc) == [(2, "main_warmup.py", "--no_such_flag"), (6, "sweep.py", "--gpus_typo")]
+           "python3 sweep.py gls --smooth_rates '0.4' --n_epoch 3 --gpus_typo 0\n"
+           "python3 sweep.py train.py --grid \"method=gce sce\" --q 0.7 --sce_beta 1 --model_typo x\n")
+    assert unknown_flags(doc) == [(2, "main_warmup.py", "--no_such_flag"), (6, "sweep.py", "--gpus_typo"),
+                                  (7, "sweep.py", "--model_typo")]
 
 
 def test_the_readme_is_a_front_page():
