@@ -100,26 +100,29 @@ def bench_files(opts):
 
 def fast_path_applies(opts):
     """A start on this machine's slots: not a dry run, not SLURM, not a smoke run."""
-    return not (opts.dry_run or opts.slurm or getattr(opts, "smoke", None) or getattr(opts, "list", False))
+    return not (opts.dry_run or opts.slurm or getattr(opts, "smoke", None))
 
 
 # ---------------------------------------------------------------- keeping a plan
 
-def read_files(run):
-    """The files a run reads whose change would change its made_by, or None where one of
-    them is not named (a data set without files(cfg)): then no plan is kept."""
+def watched_files(run):
+    """The files a run reads whose change would change its made_by, or None where a change
+    could not be seen (its data could not be read to identify them, its data set does not
+    name its files, an outside input is gone): then no plan is kept."""
     from data import dataset_spec
 
     import preflight
 
+    inputs = (run.made_by.get("inputs") or {}).values()
+    if not run.made_by.get("data") or any(entry.get("sha1") is None for entry in inputs):
+        return None
     cfg, needs = preflight.needed_files(run)
     if dataset_spec(cfg.dataset).files is None:
         return None
     paths = [need.path for need in needs]
     if getattr(cfg, "noise_file", None):
         paths.append(cfg.noise_file)
-    paths += [entry["path"] for entry in (run.made_by.get("inputs") or {}).values()]
-    return paths
+    return paths + [entry["path"] for entry in inputs]
 
 
 def keep(argv, opts, runs, log_dir, name, report):
@@ -134,9 +137,9 @@ def keep(argv, opts, runs, log_dir, name, report):
     for run in runs:
         if run.made_by is None:
             run.made_by = now.made_by(run)
-        paths = read_files(run) if run.made_by.get("data") else None
-        if paths is None or any(e.get("sha1") is None for e in (run.made_by.get("inputs") or {}).values()):
-            return None  # a change would not be seen
+        paths = watched_files(run)
+        if paths is None:
+            return None
         watched.update({os.path.abspath(p): signature(p) for p in paths})
     watched.update({os.path.abspath(p): signature(p) for p in bench_files(opts)})
     index = {id(run): i for i, run in enumerate(runs)}
@@ -146,14 +149,17 @@ def keep(argv, opts, runs, log_dir, name, report):
                         "after": index[id(run.after)] if run.after is not None else None, "made_by": run.made_by}
                        for run in runs]}
     path = cache_path(argv)
+    partial = f"{path}.tmp{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.tmp{os.getpid()}"
         with open(partial, "w") as f:
             json.dump(record, f)
         os.replace(partial, path)
     except OSError:
         return None
+    finally:  # nothing half-written is left, whatever stopped it
+        if os.path.lexists(partial):
+            os.remove(partial)
     return path
 
 

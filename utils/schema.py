@@ -131,7 +131,7 @@ def selection_column(row, momentum=False):
 
 
 def result_line(values):
-    """One line of a run's result from utils.schema.best_results' values: best (with its epoch) and last
+    """One line of a run's result from best_results' values: best (with its epoch) and last
     test accuracy of the network, then of each extra evaluated model (the momentum model
     of SLN-MO: _ema; a second network: _peer)."""
     if "last_test_acc" not in values:
