@@ -112,7 +112,10 @@ def speed_settings(device, precision, deterministic=False):
     torch.backends.cudnn.allow_tf32 = not strict
     torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default; fp32 matmuls stay fp32
     set_cublas_workspace(deterministic)
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        # (off and already off, the call would change nothing but import torch's compiler
+        # configuration, a second and a half at every run start)
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
     torch.backends.cudnn.deterministic = deterministic
     return autocast_for(device, precision), device.type == "cuda"

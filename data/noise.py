@@ -21,7 +21,6 @@ names this module re-exports.
 import os
 
 import numpy as np
-from scipy.stats import truncnorm
 
 from core.files import warn
 from errors import UserError
@@ -161,6 +160,8 @@ def make_instance_noise(images, labels, noise_rate, num_classes, mean, std, seed
     clean = np.asarray(labels, dtype=np.int64)
     if noise_rate == 0:  # every flip rate is 0: no label may change
         return clean.copy()
+    from scipy.stats import truncnorm  # imported here: scipy.stats costs a second at every run start
+
     rng = np.random.default_rng(seed)
     n = len(clean)
     low, high = (0.0 - noise_rate) / flip_std, (1.0 - noise_rate) / flip_std

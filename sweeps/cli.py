@@ -106,6 +106,10 @@ def build_parser(kind):
                                   "(default: every GPU nvidia-smi lists, else one CPU slot)")
     g.add_argument("--runs_per_gpu", type=positive_int, help="runs at a time per GPU (default 1)")
     g.add_argument("--slots", type=positive_int, help="N CPU slots sharing the cores")
+    g.add_argument("--no_preload", action="store_true",
+                   help="start each run on a CPU slot as a fresh Python process (by default such runs "
+                        "are forked from one process that has imported torch and the project once, "
+                        "seconds sooner a run; GPU slots always start fresh processes)")
     g = p.add_argument_group("SLURM")
     g.add_argument("--slurm", action="store_true", help="submit job arrays instead")
     g.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
@@ -248,6 +252,9 @@ def check_options(opts, kind=None):
     if opts.slurm and local:
         raise SweepError(f"{local[0]} sets slots on this machine; with --slurm ask SLURM for GPUs and "
                          "CPUs in --sbatch_args (e.g. '--gres=gpu:1 --cpus-per-task=4')")
+    if opts.slurm and opts.no_preload:
+        raise SweepError("--no_preload applies to runs on this machine's CPU slots; a SLURM task starts "
+                         "its run as a fresh process: drop --no_preload, or --slurm")
     if cluster and not opts.slurm:
         raise SweepError(f"{cluster[0]} applies to --slurm: add --slurm, or drop it")
     if opts.gpus is not None and opts.slots:

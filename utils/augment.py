@@ -18,7 +18,6 @@ Every random draw comes from the generator passed in, so a seeded epoch repeats 
 import math
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from data.loader import DeviceLoader
 
@@ -150,6 +149,10 @@ def autocontrast(x, _):
 
 def equalize(x, _):
     """ImageOps.equalize, per image and channel (torchvision's transcription of PIL's)."""
+    # imported here: torchvision's import costs seconds, and every run start that lists
+    # the methods imports this module
+    from torchvision.transforms.v2 import functional as TF
+
     return TF.equalize(x.to(torch.uint8)).to(x.dtype)
 
 

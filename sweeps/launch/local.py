@@ -13,7 +13,7 @@ import time
 from core.args import format_duration
 from errors import UserError
 
-from . import OUTCOME, encode, launch_command, log_header, record, shell_status, signal_quietly, start
+from . import OUTCOME, encode, launch_command, log_header, preload, record, shell_status, signal_quietly, start
 
 
 def local_slots(opts):
@@ -44,6 +44,32 @@ def print_local_plan(runs, states=()):
     for i, run in enumerate(runs, 1):
         after = f"  (after run {order[id(run.after)]})" if run.after is not None and id(run.after) in order else ""
         print(f"{i:4d}. " + (f"[{shown[i - 1]}] " if shown else "") + f"{shlex.join(run.command[1:])}{after}")
+
+
+class Fresh:
+    """Each run a fresh process (launch.start), waited for with os.wait."""
+
+    def start(self, command, log, env):
+        return start(command, log, env)
+
+    def wait(self):
+        pid, wait_status = os.wait()
+        return pid, shell_status(os.waitstatus_to_exitcode(wait_status))
+
+    def close(self):
+        pass
+
+
+def Starter(slots, opts, threads, log_dir):
+    """How the runs are started: on CPU slots forked from a preloading process (preload.py)
+    unless --no_preload; on GPU slots each a fresh process."""
+    if any(slots) or getattr(opts, "no_preload", False) or not preload.available():
+        return Fresh()
+    from ..cli import ROOT
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads,
+           "PYTHONIOENCODING": "utf-8:surrogateescape"}
+    return preload.Preloaded(env, ROOT, start, os.path.join(log_dir, "preload.log"))
 
 
 class Progress:
@@ -115,6 +141,7 @@ def launch(runs, opts, log_dir, name=None):
     print(f"sweep: {len(runs)} runs on {len(slots)} slot(s) [{' '.join(s or 'cpu' for s in slots)}], "
           f"logs in {log_dir}", flush=True)
 
+    starter = Starter(slots, opts, threads, log_dir)
     pending, free = list(runs), list(slots)
     progress = Progress(len(runs))
     running = {}  # pid -> (run, command, slot, process, start time)
@@ -163,20 +190,21 @@ def launch(runs, opts, log_dir, name=None):
                 if not slot:
                     env["OMP_NUM_THREADS"] = threads
                 command = launch_command(run.command, run.run_dir, run.stale_config)
-                proc = start(command, run.log, env)
+                proc = starter.start(command, run.log, env)
                 running[proc.pid] = (run, command, slot, proc, time.time())
                 if stopping:  # the signal came while it started
                     signal_quietly(proc.pid, signal.SIGTERM)
             if not running:
                 break
-            pid, wait_status = os.wait()  # a signal runs its handler, then the wait goes on
+            pid, code = starter.wait()  # a signal runs its handler, then the wait goes on
             if pid not in running:
                 continue
             run, command, slot, proc, started = running.pop(pid)
-            proc.returncode = code = shell_status(os.waitstatus_to_exitcode(wait_status))
+            proc.returncode = code
             free.append(slot)
             ended(run, command, code, f"exit {code}, {time.time() - started:.0f}s")
     finally:
+        starter.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     for run in pending:
