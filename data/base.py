@@ -50,6 +50,9 @@ class DatasetSpec:
     # sweep plan watches: None, files not named, means a sweep of it is always planned)
     files: Optional[Callable] = None
     smoke: tuple = ()                 # ((flag, value), ...): a smoke run's small size (sweep.py paper --smoke)
+    # modules its load imports at its first call (imported once by a sweep's preloading
+    # process, sweeps/launch/preload.py, instead of once a run)
+    imports: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -36,4 +36,4 @@ def load(root, cfg):
 # sweep of it is confirmed without planning (sweeps/confirm.py).
 DIGITS = DatasetSpec("digits", 10, 1, 8, load,
                      "scikit-learn's 1,797 real 8x8 handwritten digits (offline; 1,437 train, 360 test)",
-                     files=lambda cfg: [])
+                     files=lambda cfg: [], imports=("sklearn.datasets", "sklearn.model_selection"))

@@ -48,19 +48,28 @@ def available():
 
 def preload():
     """Import what every run imports: torch with its compiler stack (imported by the
-    optimiser's construction), the engine and command line, and every plug-in."""
+    optimiser's construction), the engine and command line, every plug-in, and the modules
+    the data sets declare that their loading imports (DatasetSpec.imports)."""
+    import importlib
+
     import torch  # noqa: F401
     import torch._dynamo  # noqa: F401
     import torch.optim  # noqa: F401
 
     import utils.cli  # noqa: F401
     import utils.engine  # noqa: F401
-    from data import dataset_names
+    from data import dataset_names, dataset_spec
     from methods import methods
 
     methods()
-    dataset_names()
     import models  # noqa: F401
+
+    for name in dataset_names():
+        for module in dataset_spec(name).imports:
+            try:
+                importlib.import_module(module)
+            except ImportError:  # the run that needs it says so, as it would unpreloaded
+                pass
 
 
 def loaded_files(root):
