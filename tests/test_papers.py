@@ -81,23 +81,26 @@ def test_gls_cifarn_runs_are_the_cifarn_protocol():
 def test_sln_cifar_runs_are_the_releases_commands(name, dataset, classes, sigmas):
     runs = {(c.dataset, c.num_class, c.noise_type, c.noise_rate, c.sigma, c.correction, c.n_epoch, c.ema_decay,
              c.model) for _, c in settings(name)}
-    assert runs == {(dataset, classes, mode, 0.4, sigma, correction, 300, 0.999, "wrn28_2")
-                    for mode, sigma in sigmas.items() for correction in (-1, 250)}
-    # SLN and SLN-MO are the two models of the run without correction; SLN-MO-LC the other run
-    reads = {(p.row, run.flags[-2][1], p.metric) for run in get_recipe(name).runs for p in run.parts}
-    assert reads == {("SLN", -1, "last_test_acc"), ("SLN-MO", -1, "last_test_acc_ema"),
-                     ("SLN-MO-LC", 250, "last_test_acc_ema")}
+    assert runs == {(dataset, classes, mode, 0.4, s, correction, 300, 0.999, "wrn28_2")
+                    for mode, sigma in sigmas.items() for s, correction in ((sigma, -1), (sigma, 250), (0.0, -1))}
+    # SLN and SLN-MO are the two models of the run without correction; SLN-MO-LC the other
+    # run; CE the network of the run with sigma 0
+    reads = {(p.row, dict(run.flags)["sigma"] == 0, run.flags[-2][1], p.metric)
+             for run in get_recipe(name).runs for p in run.parts}
+    assert reads == {("CE", True, -1, "last_test_acc"), ("SLN", False, -1, "last_test_acc"),
+                     ("SLN-MO", False, -1, "last_test_acc_ema"), ("SLN-MO-LC", False, 250, "last_test_acc_ema")}
 
 
 def test_sln_clothing1m_runs():
     runs = {(s, c.dataset, c.sigma, c.correction, c.n_epoch, c.model, c.num_per_class)
             for s, c in settings("sln-clothing1m")}
-    assert runs == {("noise_clothing1m_train", "clothing1m", 0.2, k, 10, "resnet50", 18976) for k in (-1, 1)}
+    assert runs == {("noise_clothing1m_train", "clothing1m", s, k, 10, "resnet50", 18976)
+                    for s, k in ((0.2, -1), (0.2, 1), (0.0, -1))}
     # the release validates the momentum model only and keeps both networks at its best
     # validation epoch (noise_clothing1m_train.py:133, :138-142)
     reads = {(p.row, p.metric) for run in get_recipe("sln-clothing1m").runs for p in run.parts}
-    assert reads == {("SLN", "test_acc_noema_at_best_val_ema"), ("SLN-MO", "test_acc_at_best_val_ema"),
-                     ("SLN-MO-LC", "test_acc_at_best_val_ema")}
+    assert reads == {("CE", "test_acc_noema_at_best_val_ema"), ("SLN", "test_acc_noema_at_best_val_ema"),
+                     ("SLN-MO", "test_acc_at_best_val_ema"), ("SLN-MO-LC", "test_acc_at_best_val_ema")}
 
 
 def test_summary_reads_the_plain_network_at_the_momentum_models_best_val_epoch():
@@ -297,8 +300,8 @@ def test_summarize_paper_refusals(tmp_path, capsys):
 def test_list(capsys):
     assert sweep.main(["paper", "--list"]) == 0
     out = capsys.readouterr().out
-    for name, runs in (("gls-cifar10", 96), ("gls-cifar100", 32), ("gls-cifarn", 48), ("sln-cifar10", 8),
-                       ("sln-cifar100", 6), ("sln-clothing1m", 2)):
+    for name, runs in (("gls-cifar10", 96), ("gls-cifar100", 32), ("gls-cifarn", 48), ("sln-cifar10", 12),
+                       ("sln-cifar100", 9), ("sln-clothing1m", 3)):
         line = out[out.index(f"  {name} "):]
         assert f"{runs} runs a seed" in line.split("\n")[1]
 
@@ -333,11 +336,12 @@ def test_slurm_dry_run_writes_the_recipes_runs(tmp_path, capsys):
     assert sweep.main(["paper", "sln-clothing1m", "--slurm", "--dry-run", "--result_dir", res,
                        "--datapath", str(tmp_path / "c1m")]) == 0
     out = capsys.readouterr().out
-    assert "2 runs, 20 epochs in all" in out
+    assert "3 runs, 30 epochs in all" in out
     with open(os.path.join(res, "sweep_logs", "sweep_paper_sln-clothing1m", "tasks_runs.jsonl")) as f:
         commands = [json.loads(line)["command"] for line in f]
-    assert sorted(c[c.index("--correction") + 1] for c in commands) == ["-1", "1"]
-    assert all(c[c.index("--sigma") + 1] == "0.2" and c[c.index("--seed") + 1] == "0" for c in commands)
+    assert sorted((c[c.index("--sigma") + 1], c[c.index("--correction") + 1]) for c in commands) == \
+        [("0", "-1"), ("0.2", "-1"), ("0.2", "1")]
+    assert all(c[c.index("--seed") + 1] == "0" for c in commands)
 
 
 @pytest.mark.parametrize("argv, message", [
