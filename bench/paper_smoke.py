@@ -44,14 +44,15 @@ def smoke(name, folder, args):
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     tally = re.findall(r"^sweep: (\d+) runs on", proc.stdout, re.M)
-    finished = re.findall(r"^sweep: (\d+) finished", proc.stdout, re.M)
+    ended = re.findall(r"^sweep: (.*); see ", proc.stdout, re.M)  # "sweep: 3 failed, 669 finished; see ..."
+    outcomes = {k: int(n) for n, k in (part.split(" ", 1) for part in ended[-1].split(", "))} if ended else {}
     table = os.path.join(folder, "paper", f"paper_{name}.csv")
     cells = []
     if os.path.exists(table):
         with open(table) as f:
             cells = list(csv.DictReader(f))
     return {"command": " ".join(command[1:]), "exit": proc.returncode, "seconds": round(seconds, 1),
-            "runs": int(tally[0]) if tally else None, "finished": int(finished[0]) if finished else 0,
+            "runs": int(tally[0]) if tally else None, "finished": outcomes.get("finished", 0), "outcomes": outcomes,
             "cells": len(cells), "cells_with_a_smoke_result": sum(1 for c in cells if c.get("ours_mean")),
             "tail": proc.stdout[-600:] + proc.stderr[-600:] if proc.returncode else ""}
 

@@ -161,7 +161,9 @@ def cifar_file(name, root):
 
 
 # A smoke run's stand-in: random images in the archive's format, every class equally often.
-STAND_IN_TRAIN, STAND_IN_TEST = 100, 50
+# Images of a stand-in: at least STAND_IN_TRAIN training images and STAND_IN_PER_CLASS of
+# each class, so that a 0.25 validation split (papers/smoke.py) holds out one of each.
+STAND_IN_TRAIN, STAND_IN_PER_CLASS, STAND_IN_TEST = 100, 3, 50
 
 
 def write_stand_in(name, root):
@@ -179,8 +181,9 @@ def write_stand_in(name, root):
         with open(os.path.join(folder, file_name), "wb") as f:
             pickle.dump(entry, f, protocol=2)
 
+    train = max(STAND_IN_TRAIN, STAND_IN_PER_CLASS * k)
     for file_name in spec["train"]:
-        write(file_name, STAND_IN_TRAIN // len(spec["train"]))
+        write(file_name, train // len(spec["train"]))
     for file_name in spec["test"]:
         write(file_name, STAND_IN_TEST)
     with open(os.path.join(folder, spec["meta"]), "wb") as f:

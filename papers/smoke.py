@@ -7,9 +7,9 @@ The runs record --smoke in their config.json: summarize.py refuses to mix them w
 runs, and lays smoke results out with smoke_recipe(recipe), whose table says it is a smoke
 run. The size is read from the declarations, never from a recipe: a data set's own
 smoke flags (DatasetSpec.smoke), models.PRETRAINED (no ImageNet download), a method's
-epoch_flags (scaled to the smoke epochs), a method protocol's validation split (raised to
-SMOKE_VAL_FRACTION, so that the stand-in data hold some out), so a new recipe gets its
-smoke run unchanged.
+epoch_flags (scaled to the smoke epochs), a validation split of a method's protocol or of
+the recipe (raised to SMOKE_VAL_FRACTION, so that the stand-in data hold some out), so a
+new recipe gets its smoke run unchanged.
 """
 import dataclasses
 import functools
@@ -19,9 +19,10 @@ from core.args import flag_table
 
 SMOKE_EPOCHS = 2
 SMOKE_WIDTH = 4
-# The validation split of a method's protocol (PES holds out 10%) on the stand-in data: the
-# split takes round(fraction x members) of each class, and a CIFAR-100 stand-in has about
-# one image a class, so a smaller fraction would hold out none and the run would stop.
+# A validation split (PES's protocol holds out 10%, gls-cifarn 5%) on the stand-in data: the
+# split takes round(fraction x members) of each class, and a CIFAR-100 stand-in has three
+# images a class (data/cifar.py), so a smaller fraction would hold out none and the run
+# would stop.
 SMOKE_VAL_FRACTION = 0.25
 # The flags every smoke run gets: its epochs, its mark, and no ImageNet weights to download
 # (models.PRETRAINED); the sweep passes them to every script, the warm-ups' included.
@@ -96,8 +97,8 @@ def smoke_run(paper_run, recipe, data_dir):
             value = scaled_epochs(int(value), epochs)
         flags.append((flag, value))
     split = getattr(cfg, "val_fraction", 0) or 0
-    if 0 < split < SMOKE_VAL_FRACTION and not any(dest.get(f) == "val_fraction" for f, _ in flags):
-        flags.append(("val_fraction", SMOKE_VAL_FRACTION))  # a protocol's split, not the recipe's
+    if 0 < split < SMOKE_VAL_FRACTION:  # the protocol's split or the recipe's, raised
+        flags = [(f, v) for f, v in flags if dest.get(f) != "val_fraction"] + [("val_fraction", SMOKE_VAL_FRACTION)]
     if takes_width(cfg.model):
         flags.append(("width", SMOKE_WIDTH))
     flags += list(dataset_spec(cfg.dataset).smoke)

@@ -117,13 +117,31 @@ def test_docs_give_the_recipe_and_its_sources():
 # ---------------------------------------------------------------- the smoke runs, cut
 
 def test_smoke_plan_keeps_a_protocols_validation_split_on_the_stand_in_data():
-    """PES's protocol holds out 10%, which the stand-in CIFAR-100 (about one image a class)
+    """PES's protocol holds out 10%, which the stand-in CIFAR-100 (three images a class)
     cannot: its smoke runs hold out SMOKE_VAL_FRACTION; the runs of no split get none."""
     from papers.smoke import SMOKE_VAL_FRACTION, smoke_recipe
     smoke = smoke_recipe(RECIPE, "/tmp/d")
     split = {(r.parts[0].row, r.parts[0].column): dict(r.flags).get("val_fraction") for r in smoke.runs}
     assert all(split[("PES", c)] == SMOKE_VAL_FRACTION for c in RECIPE.columns)
     assert all(split[("PES (semi)", c)] == "0" and split[("CE", c)] is None for c in RECIPE.columns)
+
+
+def test_pes_trains_on_the_stand_in_cifar100_with_its_clean_labels(monkeypatch, tmp_path, capsys):
+    """Its validation split holds out one image of each of the 100 classes, where the clean
+    labels give every class as many images as the stand-in has (PES with a split, one seed)."""
+    columns = {c: COLUMNS[c] for c in ("C100N clean",)}
+    recipe = benchmark_recipe({"pes": methods()["pes"]}, columns, name="cifarn-benchmark-pes")
+    cut = dataclasses.replace(recipe, seeds="0", rows=("PES",),
+                              runs=tuple(r for r in recipe.runs if r.parts[0].row == "PES"))
+    real = papers.get_recipe
+    monkeypatch.setattr(papers, "get_recipe", lambda name: cut if name == cut.name else real(name))
+    cwd = os.getcwd()
+    try:
+        code = sweeper.main(["paper", cut.name, "--smoke", "--result_dir", str(tmp_path / "smoke")])
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr()
+    assert code == 0 and "sweep: 1 finished" in out.out, out.out + out.err
 
 
 def test_smoke_of_a_cut_fills_every_cell_and_both_reference_columns(monkeypatch, tmp_path, capsys):

@@ -13,7 +13,7 @@ import papers
 import summarize
 import sweep as sweeper
 from conftest import TINY
-from papers.smoke import SMOKE_EPOCHS, SMOKE_WIDTH, smoke_recipe
+from papers.smoke import SMOKE_EPOCHS, SMOKE_VAL_FRACTION, SMOKE_WIDTH, smoke_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -111,6 +111,8 @@ def test_smoke_plans_of_every_recipe_keep_their_structure():
                     continue
                 if flag == "correction" and 1 <= int(value) < int(kept["epochs"]):
                     assert flags[flag] == 1  # inside the run stays inside: label correction happens
+                elif flag == "val_fraction" and 0 < float(value) < SMOKE_VAL_FRACTION:
+                    assert flags[flag] == SMOKE_VAL_FRACTION  # raised: the stand-ins hold some out
                 else:
                     assert flags[flag] == value, (name, flag)
             model = "resnet50" if real.script == "noise_clothing1m_train" else None
@@ -213,3 +215,16 @@ def test_the_dry_run_says_which_runs_are_done(tmp_path, capsys):
         "finished", "unfinished: interrupted", "stale, finished", "not started"]
     assert "a start would stop here: 1 of the sweep's 4 runs hold results made by other code" in out
     assert lines[-1] == "dry run: nothing started, nothing written"
+
+
+def test_every_smoke_split_holds_out_some_of_the_stand_in_data():
+    """A validation split below SMOKE_VAL_FRACTION that a recipe sets (gls-cifarn's 0.05) is
+    raised to it in the smoke runs, as a method protocol's is (PES's 0.1, tested in
+    test_cifarn_benchmark.py), once."""
+    raised = set()
+    for name, recipe in papers.recipes().items():
+        for real, smoke in zip(recipe.runs, smoke_recipe(recipe, "/tmp/d").runs):
+            if 0 < float(dict(real.flags).get("val_fraction", 0)) < SMOKE_VAL_FRACTION:
+                assert [v for f, v in smoke.flags if f == "val_fraction"] == [SMOKE_VAL_FRACTION]
+                raised.add(name)
+    assert "gls-cifarn" in raised
