@@ -11,7 +11,7 @@ with the machine's record. The runs' metrics.csv of the three sides are compared
 from their time columns they must be identical.
 
 The default "before" is 42c5824, the last commit before the preloading process and the
-lazy imports of torchvision, scipy.stats and torch's compiler configuration.
+lazy imports of torchvision and scipy.stats.
 
   python bench/sweep_start.py                        # 8 runs on 2 slots, 3 passes a side
   python bench/sweep_start.py --seeds "0 1 2 3" --slots 1
