@@ -28,13 +28,11 @@ import tempfile
 import time
 
 from common import machine_record, run_command
-from sweep_restart import checkout, git
+from sweep_restart import TINY, checkout, git
 
 import torch  # noqa: E402  (after common: it puts the project on the path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--dataset", "digits", "--model", "resnet18", "--width", "4", "--device", "cpu", "--n_epoch", "1",
-        "--batch_size", "256", "--test_batch_size", "512"]
 
 
 def parse_args(argv=None):

@@ -44,30 +44,46 @@ def log_header(command, devices):
             f"CUDA_VISIBLE_DEVICES={devices}\n=== {shlex.join(command)}\n")
 
 
-def start(command, log, env):
-    """Start a run in its own process group, output appended to its log. The kernel
-    sends it SIGTERM (it saves and stops) when this process dies, even by kill -9."""
-    parent = os.getpid()
-
-    def die_with_parent():  # in the child, between fork and exec
+def die_with_parent(parent):
+    """A preexec_fn: the kernel sends the child SIGTERM (it saves and stops) when `parent`
+    dies, even by kill -9."""
+    def preexec():  # in the child, between fork and exec
         if LIBC is not None:
             LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
 
-    # The run writes into the log: UTF-8, keeping the bytes of a name that is not UTF-8
-    # (a strict locale would end the run with UnicodeEncodeError when it prints its folder).
-    env = {**env, "PYTHONIOENCODING": "utf-8:surrogateescape"}
+
+def script_path(command):
+    """The script of a run's command by its path in this checkout: relative paths in its
+    flags mean the current folder, as for a script started by hand."""
+    return command[1] if os.path.isabs(command[1]) else os.path.join(ROOT, command[1])
+
+
+def run_env(env):
+    """A run's environment: it writes into its log UTF-8, keeping the bytes of a name that is
+    not UTF-8 (a strict locale would end the run with UnicodeEncodeError when it prints its
+    folder)."""
+    return {**env, "PYTHONIOENCODING": "utf-8:surrogateescape"}
+
+
+def write_log_header(command, log, env):
+    """Open an attempt in the run's log: its two header lines."""
     os.makedirs(os.path.dirname(log), exist_ok=True)
     with open(log, "ab") as out:  # bytes: a path may hold any byte but "/" and NUL
         out.write(encode(log_header(command, env.get("CUDA_VISIBLE_DEVICES", "unset"))))
-        out.flush()
-        # the script by its path in this checkout: relative paths in its flags mean the
-        # current folder, as for a script started by hand
-        script = command[1] if os.path.isabs(command[1]) else os.path.join(ROOT, command[1])
-        return subprocess.Popen([command[0], script, *command[2:]], env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=die_with_parent)
+
+
+def start(command, log, env):
+    """Start a run in its own process group, output appended to its log. The kernel
+    sends it SIGTERM (it saves and stops) when this process dies, even by kill -9."""
+    env = run_env(env)
+    write_log_header(command, log, env)
+    with open(log, "ab") as out:
+        return subprocess.Popen([command[0], script_path(command), *command[2:]], env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
 
 
 def encode(text):

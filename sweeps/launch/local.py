@@ -60,15 +60,14 @@ class Fresh:
         pass
 
 
-def Starter(slots, opts, threads, log_dir):
+def starter_for(slots, opts, threads, log_dir):
     """How the runs are started: on CPU slots forked from a preloading process (preload.py)
     unless --no_preload; on GPU slots each a fresh process."""
     if any(slots) or getattr(opts, "no_preload", False) or not preload.available():
         return Fresh()
     from ..cli import ROOT
 
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads,
-           "PYTHONIOENCODING": "utf-8:surrogateescape"}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads}
     return preload.Preloaded(env, ROOT, start, os.path.join(log_dir, "preload.log"))
 
 
@@ -141,7 +140,7 @@ def launch(runs, opts, log_dir, name=None):
     print(f"sweep: {len(runs)} runs on {len(slots)} slot(s) [{' '.join(s or 'cpu' for s in slots)}], "
           f"logs in {log_dir}", flush=True)
 
-    starter = Starter(slots, opts, threads, log_dir)
+    starter = starter_for(slots, opts, threads, log_dir)
     pending, free = list(runs), list(slots)
     progress = Progress(len(runs))
     running = {}  # pid -> (run, command, slot, process, start time)

@@ -4,11 +4,11 @@ A short run spends most of its time importing: torch, its compiler (the optimise
 step imports it) and the project take about 4 s on a 2-core machine, where a smoke run
 trains for 1 s. The preloading process (`serve`, started as `python -m
 sweeps.launch.preload`) imports them once, never runs a tensor operation, and forks a child
-for each run. The child is what a started script would be: its own session, its log as
-stdout and stderr, no stdin, the run's environment and folder, SIGTERM when its parent
-dies, `sys.argv` and `__main__` as for `python script.py ...`, its command line in `ps`
-(setproctitle), the same exit status (a death by signal included), atexit handlers run. It trains with torch's threads set to the
-run's OMP_NUM_THREADS.
+for each run. The child is what a started script would be: its own process group
+(setsid), its log as stdout and stderr, no stdin, the run's environment and folder,
+SIGTERM when its parent dies, `sys.argv` and `__main__` as for `python script.py ...`, its
+command line in `ps` (setproctitle), the same exit status (a death by signal included),
+atexit handlers run. It trains with torch's threads set to the run's OMP_NUM_THREADS.
 
 The sweep (`Preloaded`) sends a request per run and reads back each child's pid and exit
 status. Before each start it checks the files the preloading process imported (and their
@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 
-from . import LIBC, PR_SET_PDEATHSIG, encode, log_header, shell_status
+from . import LIBC, die_with_parent, run_env, script_path, shell_status, write_log_header
 
 READY_TIMEOUT_S = 300
 PR_SET_NAME = 15
@@ -162,9 +162,7 @@ def child(request, own_fds):
     """The run, in the forked child, set up as launch.start sets up a started script."""
     parent = os.getppid()
     os.setsid()
-    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the preloading process died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    die_with_parent(parent)()  # SIGTERM when the preloading process dies
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -265,7 +263,7 @@ class Server:
         with open(log, "ab") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "sweeps.launch.preload"], cwd=root, env=env,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                         start_new_session=True, preexec_fn=_die_with(os.getpid()))
+                                         start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
         self.fd, self.buffer, self.runs, self.files = self.proc.stdout.fileno(), b"", set(), None
 
     def messages(self, block_s=None):
@@ -323,14 +321,6 @@ class Server:
             return []
 
 
-def _die_with(parent):
-    def die_with_parent():
-        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
-    return die_with_parent
-
-
 class Started:
     """What the local launcher keeps of a started run (as of a subprocess.Popen)."""
 
@@ -347,16 +337,13 @@ class Preloaded:
         self.server, self.servers, self.exits, self.fresh, self.failed = None, [], [], {}, False
 
     def start(self, command, log, env):
-        env = {**env, "PYTHONIOENCODING": "utf-8:surrogateescape"}
         if command[0] != sys.executable or not self._server():
             proc = self.fresh_start(command, log, env)
             self.fresh[proc.pid] = proc
             return proc
-        os.makedirs(os.path.dirname(log), exist_ok=True)
-        with open(log, "ab") as out:
-            out.write(encode(log_header(command, env.get("CUDA_VISIBLE_DEVICES", "unset"))))
-        script = command[1] if os.path.isabs(command[1]) else os.path.join(self.root, command[1])
-        self.server.request([command[0], script, *command[2:]], os.path.abspath(log), env)
+        env = run_env(env)
+        write_log_header(command, log, env)
+        self.server.request([command[0], script_path(command), *command[2:]], os.path.abspath(log), env)
         while True:
             messages = self.server.messages()
             if messages is None:  # it ended between two runs: the run goes to a fresh process
